@@ -1,0 +1,1 @@
+"""Figures for each step: ``distribution`` (prepare), ``loss`` (monitor), ``evaluation`` (infer)."""

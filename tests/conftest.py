@@ -1,0 +1,101 @@
+"""Shared fixtures: the civil_comments mirror, a local factory on a free port, a prepared run
+folder and a small trained job. Each is session-scoped so the suite trains once."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data" / "civil_comments"
+SHARED_REFERENCE = REPO.parent / "shared" / "reference" / "mistral_api"
+
+# Small sizes so that the suite stays within CI's budget on 2 cores.
+PREPARE_PARAMS = dict(
+    n_train=800, n_validation=100, n_test=101, max_label_fraction=1.0, zero_flags_fraction=0.4
+)
+TEST_TRAINING_STEPS = 6
+
+
+@pytest.fixture(scope="session")
+def civil_comments_dir() -> Path:
+    """The local civil_comments mirror; tests that need it skip where it is absent."""
+    if not (SHARED_DATA / "data").is_dir():
+        pytest.skip(f"civil_comments mirror not found at {SHARED_DATA} (see DESIGN.md: ../shared)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def reference_dir() -> Path:
+    """Recorded Mistral API responses."""
+    if not SHARED_REFERENCE.is_dir():
+        pytest.skip(f"recorded Mistral API responses not found at {SHARED_REFERENCE}")
+    return SHARED_REFERENCE
+
+
+@pytest.fixture(scope="session")
+def factory(tmp_path_factory):
+    """A local Classifier Factory on a free loopback port with a temporary store.
+
+    Sets MODERATION_FACTORY_URL for the session (notebook kernels inherit it) and stops the
+    server, by its own pid, afterwards.
+    """
+    from moderation_helpers.factory.process import start_factory, stop_factory
+
+    handle = start_factory(tmp_path_factory.mktemp("factory-store"), port=0)
+    previous = os.environ.get("MODERATION_FACTORY_URL")
+    os.environ["MODERATION_FACTORY_URL"] = handle.url
+    try:
+        yield handle
+    finally:
+        if previous is None:
+            os.environ.pop("MODERATION_FACTORY_URL", None)
+        else:
+            os.environ["MODERATION_FACTORY_URL"] = previous
+        stop_factory(handle)
+
+
+@pytest.fixture(scope="session")
+def prepared_run_dir(civil_comments_dir, tmp_path_factory) -> Path:
+    """A run folder holding the prepare step's outputs for the whole mirror."""
+    from moderation_helpers.data import prepare_run
+
+    run_dir = tmp_path_factory.mktemp("run-prepared")
+    prepare_run(str(civil_comments_dir), run_dir, seed=0, **PREPARE_PARAMS)
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def trained_job(factory, prepared_run_dir):
+    """A SUCCESS classifier job trained for a few steps on the prepared mirror, via the SDK.
+
+    Returns ``(client, job)``; ``job.fine_tuned_model`` classifies.
+    """
+    from moderation_helpers.backends import connect
+
+    client = connect("local", server_url=factory.url).client
+    files = {}
+    for split in ("train", "validation"):
+        path = prepared_run_dir / f"{split}.jsonl"
+        with path.open("rb") as fh:
+            files[split] = client.files.upload(
+                file={"file_name": path.name, "content": fh.read()}, purpose="fine-tune"
+            ).id
+    job = client.fine_tuning.jobs.create(
+        model="ministral-3b-latest",
+        job_type="classifier",
+        training_files=[{"file_id": files["train"], "weight": 1}],
+        validation_files=[files["validation"]],
+        hyperparameters={"training_steps": TEST_TRAINING_STEPS, "learning_rate": 1e-4},
+        auto_start=True,
+    )
+    deadline = time.monotonic() + 600
+    while job.status not in ("SUCCESS", "FAILED", "FAILED_VALIDATION", "CANCELLED"):
+        assert time.monotonic() < deadline, f"job {job.id} still {job.status} after 600 s"
+        time.sleep(1)
+        job = client.fine_tuning.jobs.get(job_id=job.id)
+    assert job.status == "SUCCESS", f"test job ended {job.status}"
+    return client, job
