@@ -44,7 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="report, do not rewrite")
     args = parser.parse_args(argv)
     files = sorted(
-        f for p in args.paths for f in ([p] if p.is_file() else p.rglob("*.ipynb"))
+        f
+        for p in args.paths
+        for f in ([p] if p.is_file() else p.rglob("*.ipynb"))
         if ".ipynb_checkpoints" not in f.parts
     )
     dirty = []

@@ -1,0 +1,402 @@
+"""The prepare step's helpers: thresholds, the recipe's balancing, rare labels, JSONL, runs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from moderation_helpers import data
+from moderation_helpers.jsonl import read_jsonl, validate_jsonl
+from moderation_helpers.run_folder import DISTRIBUTION_PNG, PREPARE_SUMMARY, SPLIT_FILES
+
+REPO = Path(__file__).resolve().parents[1]
+MIRROR_SIZES = dict(n_train=800, n_validation=100, n_test=101)
+
+
+def load_baseline():
+    """benchmarks/prepare_loop_baseline.py: the recipe's per-row loops, as a reference."""
+    path = REPO / "benchmarks" / "prepare_loop_baseline.py"
+    spec = importlib.util.spec_from_file_location("prepare_loop_baseline", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def frame(rows: list[list[bool]], columns="abc") -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=list(columns[: len(rows[0])]), dtype=bool)
+
+
+def jsonl_lines(path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines()]
+
+
+# ----------------------------------------------------------------------------- threshold
+
+
+def test_threshold_is_strictly_greater_and_compares_in_float64():
+    df = pd.DataFrame(
+        {
+            "a": np.array([0.5, 0.5000001, 0.9, 0.0], dtype="float64"),
+            # float32(0.3) is 0.30000001...: above 0.3, as the recipe's Python floats see it
+            "b": np.array([0.3, 0.29, 0.31, 0.3], dtype="float32"),
+            "c": pd.array([0.7, None, 0.2, 1.0], dtype="Float32"),
+            "d": [True, False, True, False],
+            "e": pd.array([True, None, False, True], dtype="boolean"),
+        }
+    )
+    assert data.threshold_labels(df, ["a"], 0.5)["a"].tolist() == [False, True, True, False]
+    assert data.threshold_labels(df, ["b"], 0.3)["b"].tolist() == [True, False, True, True]
+    flags = data.threshold_labels(df, ["e", "d", "c"], 0.5)
+    assert list(flags.columns) == ["e", "d", "c"], "label order is kept"
+    assert flags.dtypes.eq(bool).all()
+    assert flags["c"].tolist() == [True, False, False, True], "missing scores are no flag"
+    assert flags["d"].tolist() == [True, False, True, False], "booleans are taken as they are"
+    assert flags["e"].tolist() == [True, False, False, True]
+
+
+def test_label_columns_are_the_numeric_and_boolean_ones():
+    df = pd.DataFrame({"text": ["x"], "lang": ["en"], "score": [0.1], "n": [3], "flag": [True]})
+    assert data.infer_label_columns(df) == ["score", "n", "flag"]
+    assert data.infer_label_columns(df, text_column="lang") == ["score", "n", "flag"]
+
+
+# ------------------------------------------------------------------------------- balance
+
+
+def test_balance_keeps_the_recipe_share_of_unflagged_rows_in_order():
+    # 9 flagged rows, 20 without a flag: total 9 / 0.9 = 10, so 1 unflagged row, the first.
+    flags = pd.DataFrame({"a": [False] * 20 + [True] * 9})
+    kept = data.balance(flags, zero_flags_fraction=0.1, max_label_fraction=1.0)
+    assert sorted(kept.index) == [0, *range(20, 29)]
+    kept = data.balance(flags, zero_flags_fraction=0.5, max_label_fraction=1.0)
+    assert sorted(kept.index) == [*range(9), *range(20, 29)]
+
+
+def test_the_cap_is_greedy_in_row_order_and_bounds_every_label():
+    # 10 flagged rows, cap 0.2 -> at most 2 rows per label, decided row by row.
+    rows = [
+        [True, False],  # a=1 kept
+        [True, True],  # a=2 b=1 kept
+        [True, False],  # a would be 3: dropped
+        [True, True],  # a would be 3: dropped, b does not count it
+        [False, True],  # b=2 kept
+        [False, True],  # b would be 3: dropped
+    ] + [[True, False]] * 4
+    flags = frame(rows, "ab")
+    kept = data.balance(flags, zero_flags_fraction=0.0, max_label_fraction=0.2)
+    assert sorted(kept.index) == [0, 1, 4]
+    assert kept.sum().max() <= 0.2 * len(flags)
+
+
+def test_toxicity_on_every_flagged_row_makes_the_cap_keep_a_fifth():
+    rng = np.random.default_rng(0)
+    n = 1000
+    others = rng.random((n, 3)) < 0.3
+    flags = pd.DataFrame(
+        np.column_stack([np.ones(n, bool), others]), columns=["toxicity", "x", "y", "z"]
+    )
+    kept = data.balance(flags, zero_flags_fraction=0.1, max_label_fraction=0.2)
+    assert len(kept) == 200, "every row has toxicity: the cap lets 20% of the flagged rows in"
+
+
+def test_balance_agrees_with_the_recipe_loops_on_random_data():
+    baseline = load_baseline()
+    rng = np.random.default_rng(7)
+    for trial in range(60):
+        n, n_labels = int(rng.integers(0, 200)), int(rng.integers(1, 6))
+        flags = pd.DataFrame(
+            rng.random((n, n_labels)) < rng.uniform(0, 0.6, n_labels),
+            columns=[f"l{i}" for i in range(n_labels)],
+        )
+        zero = float(rng.choice([0.0, 0.1, 0.4, rng.uniform(0, 0.95)]))
+        cap = float(rng.choice([0.0, 0.05, 0.2, 1.0, rng.uniform(0, 1)]))
+        samples = [{"text": str(i), **row} for i, row in enumerate(flags.to_dict(orient="records"))]
+        expected = baseline.recipe_filter(samples, list(flags.columns), zero, cap)
+        kept = data.balance(flags, zero, cap, seed=trial)
+        assert sorted(kept.index) == sorted(int(r["text"]) for r in expected), (trial, zero, cap)
+
+
+def test_balance_is_seeded_and_keeps_labels_with_their_rows():
+    rng = np.random.default_rng(3)
+    flags = pd.DataFrame(rng.random((500, 3)) < 0.3, columns=list("abc"))
+    first = data.balance(flags, 0.1, 0.5, seed=1)
+    assert first.equals(data.balance(flags, 0.1, 0.5, seed=1))
+    other = data.balance(flags, 0.1, 0.5, seed=2)
+    assert sorted(other.index) == sorted(first.index)
+    assert list(other.index) != list(first.index), "the seed changes the order"
+    assert first.equals(flags.loc[first.index]), "rows keep their flags"
+
+
+def test_balance_handles_no_rows_and_no_flags_and_refuses_bad_fractions():
+    assert data.balance(pd.DataFrame({"a": pd.Series([], dtype=bool)})).empty
+    assert data.balance(pd.DataFrame({"a": [False] * 5})).empty, "no flagged rows: 0 in total"
+    flags = pd.DataFrame({"a": [True, False]})
+    for bad in (dict(zero_flags_fraction=1.0), dict(zero_flags_fraction=-0.1)):
+        with pytest.raises(ValueError, match="zero_flags_fraction"):
+            data.balance(flags, **bad)
+    with pytest.raises(ValueError, match="max_label_fraction"):
+        data.balance(flags, max_label_fraction=1.5)
+
+
+# --------------------------------------------------------------------------- rare labels
+
+
+def test_rare_labels_are_judged_over_all_splits_and_their_rows_become_safe():
+    train = frame([[True, False], [False, False], [True, False], [False, False]], "ab")
+    test = frame([[False, True], [True, False]], "ab")
+    kept, dropped = data.drop_rare_labels({"train": train, "test": test}, 0.2)
+    assert dropped == ["b"], "b is on 1 of 6 rows: under 20%"
+    assert list(kept["test"].columns) == ["a"]
+    _, lists = data.label_sets(kept["test"])
+    assert ["safe"] in lists, "the row that only had b is now safe"
+    _, dropped = data.drop_rare_labels({"train": train, "test": test}, 1 / 6)
+    assert dropped == [], "exactly at the fraction is kept"
+
+
+# ---------------------------------------------------------------------------------- JSONL
+
+
+def test_label_lists_follow_column_order_and_use_safe():
+    flags = frame([[False, True, True], [False, False, False], [True, False, True]], "zab")
+    codes, lists = data.label_sets(flags)
+    per_row = [lists[c] for c in codes]
+    assert per_row == [["a", "b"], ["safe"], ["z", "b"]]
+    with pytest.raises(ValueError, match="safe_label"):
+        data.label_sets(frame([[True]], ["safe"]))
+
+
+def test_jsonl_round_trip_keeps_texts_exactly(tmp_path):
+    texts = pd.Series(
+        {
+            10: 'a/b "quoted" \\ back\\/slash',
+            11: "émoji 😀 and\nnew line\r\n and \t tab",
+            12: "separators \u2028 \u2029 \u0085 end",
+            13: "plain",
+        }
+    )
+    flags = pd.DataFrame({"insult": [True, False, False], "toxicity": [True, True, False]})
+    flags.index = [12, 10, 11]  # the flags decide order and rows; texts align on the index
+    path = data.write_split_jsonl(texts, flags, tmp_path / "out.jsonl", target="mod")
+    assert read_jsonl(path) == [
+        {"text": texts[12], "labels": {"mod": ["insult", "toxicity"]}},
+        {"text": texts[10], "labels": {"mod": ["toxicity"]}},
+        {"text": texts[11], "labels": {"mod": ["safe"]}},
+    ]
+    body = path.read_text(encoding="utf-8")
+    assert len(body.splitlines()) == 3, "no raw line separator inside a line"
+    assert body.isascii(), "non-ASCII characters are escaped, as json.dumps does by default"
+    assert "a/b" in body, "no needless \\/ escapes"
+    assert body.splitlines()[1] == json.dumps(
+        {"text": texts[10], "labels": {"mod": ["toxicity"]}}, separators=(",", ":")
+    ), "the same bytes as compact json.dumps"
+
+
+def test_a_failing_write_leaves_the_previous_file(tmp_path):
+    path = tmp_path / "train.jsonl"
+    path.write_text("previous\n")
+    flags = pd.DataFrame({"a": [True]}, index=[99])
+    with pytest.raises(KeyError):
+        data.write_split_jsonl(pd.Series({0: "text"}), flags, path)
+    assert path.read_text() == "previous\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["train.jsonl"]
+
+
+# ---------------------------------------------------------------------------- load, run
+
+
+def write_hub_layout(folder: Path, splits: dict[str, pd.DataFrame]) -> Path:
+    (folder / "data").mkdir(parents=True)
+    for split, df in splits.items():
+        df.to_parquet(folder / "data" / f"{split}-00000-of-00001.parquet", index=False)
+    return folder
+
+
+@pytest.fixture
+def spam_dataset(tmp_path) -> Path:
+    """A made-up dataset that is not civil_comments: other columns, a boolean label, blanks."""
+    rng = np.random.default_rng(0)
+
+    def split(n):
+        return pd.DataFrame(
+            {
+                "comment": [f"message {i}" if i % 17 else "  " for i in range(n)],
+                "lang": ["en"] * n,
+                "spam": rng.random(n) < 0.3,
+                "phishing": rng.random(n).astype("float32"),
+            }
+        )
+
+    return write_hub_layout(
+        tmp_path / "spam", {"train": split(200), "validation": split(40), "test": split(40)}
+    )
+
+
+def test_load_splits_takes_the_first_rows_and_drops_blank_texts(spam_dataset):
+    frames = data.load_splits(
+        str(spam_dataset), {"train": 50, "validation": 0}, text_column="comment", progress=False
+    )
+    train = frames["train"]
+    assert list(train.columns) == ["comment", "spam", "phishing"], "strings are not labels"
+    assert train.attrs == {"rows_drawn": 50, "rows_without_text": 3}
+    assert train["comment"].iloc[0] == "message 1" and len(train) == 47
+    assert len(frames["validation"]) == 0 and list(frames["validation"].columns)[0] == "comment"
+    chosen = data.load_splits(
+        str(spam_dataset),
+        {"test": 5},
+        text_column="comment",
+        label_columns=["spam"],
+        progress=False,
+    )
+    assert list(chosen["test"].columns) == ["comment", "spam"]
+
+
+def test_load_splits_names_missing_columns_splits_and_folders(spam_dataset, tmp_path):
+    with pytest.raises(ValueError, match=r"no column\(s\) \['text'\]"):
+        data.load_splits(str(spam_dataset), {"train": 5}, progress=False)
+    with pytest.raises(ValueError, match=r"no split\(s\) \['dev'\]"):
+        data.load_splits(str(spam_dataset), {"dev": 5}, text_column="comment", progress=False)
+    with pytest.raises(ValueError, match="neither numeric nor boolean"):
+        data.load_splits(
+            str(spam_dataset),
+            {"train": 5},
+            text_column="comment",
+            label_columns=["lang"],
+            progress=False,
+        )
+    missing = str(tmp_path / "no" / "such")
+    with pytest.raises(data.SourceUnavailableError, match="`source` parameter") as info:
+        data.open_source(missing)
+    assert missing in str(info.value)
+
+
+def test_an_unreachable_hub_fails_fast_in_one_sentence(monkeypatch):
+    import datasets
+    import httpx
+
+    def unreachable(*args, **kwargs):
+        raise httpx.ConnectError("Name or service not known")
+
+    def never(*args, **kwargs):
+        raise AssertionError("load_dataset must not be tried: it retries for a minute")
+
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(httpx, "head", unreachable)
+    monkeypatch.setattr(datasets, "load_dataset", never)
+    with pytest.raises(data.SourceUnavailableError) as info:
+        data.open_source("google/civil_comments")
+    message = str(info.value)
+    assert "source='google/civil_comments'" in message and "`source` parameter" in message
+    assert data.LOCAL_MIRROR_HINT in message
+    assert "\n" not in message and info.value.__suppress_context__
+
+
+def test_an_offline_hub_error_is_one_sentence_too(monkeypatch):
+    import datasets
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("Couldn't reach 'google/civil_comments' on the Hub (Offline)")
+
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(data.SourceUnavailableError, match="`source` parameter") as info:
+        data.open_source("google/civil_comments")
+    assert info.value.__suppress_context__
+
+
+def test_prepare_run_works_for_any_labelled_dataset(spam_dataset, tmp_path):
+    summary = data.prepare_run(
+        str(spam_dataset),
+        tmp_path / "run",
+        n_train=200,
+        n_validation=40,
+        n_test=40,
+        text_column="comment",
+        threshold=0.8,
+        max_label_fraction=1.0,
+        zero_flags_fraction=0.5,
+    )
+    assert summary["labels"] == ["spam", "phishing", "safe"]
+    assert summary["splits"]["train"]["rows_without_text"] == 12
+    for split in ("train", "validation", "test"):
+        report = validate_jsonl(
+            tmp_path / "run" / SPLIT_FILES[split], {"moderation": summary["labels"]}
+        )
+        assert report.n_lines == summary["splits"][split]["rows_kept"]
+        counts = summary["splits"][split]["label_counts"]
+        assert report.label_counts["moderation"] == {k: v for k, v in counts.items() if v}
+
+
+def test_prepare_run_on_the_mirror_reproduces_the_recipe(civil_comments_dir, tmp_path):
+    summary = data.prepare_run(str(civil_comments_dir), tmp_path, **MIRROR_SIZES)
+    splits = summary["splits"]
+    assert [splits[s]["rows_drawn"] for s in data.SPLITS] == [799, 100, 101]
+    assert [splits[s]["rows_kept"] for s in data.SPLITS] == [149, 19, 18]
+    assert summary["dropped_labels"] == ["severe_toxicity"]
+    assert summary["labels"] == [
+        "toxicity",
+        "obscene",
+        "threat",
+        "insult",
+        "identity_attack",
+        "sexual_explicit",
+        "safe",
+    ]
+    assert splits["train"]["label_counts_drawn"]["toxicity"] == 469
+    for name in (*SPLIT_FILES.values(), DISTRIBUTION_PNG, PREPARE_SUMMARY):
+        assert (tmp_path / name).is_file(), name
+    assert (tmp_path / DISTRIBUTION_PNG).read_bytes()[:4] == b"\x89PNG"
+    on_disk = json.loads((tmp_path / PREPARE_SUMMARY).read_text())
+    assert on_disk == summary
+    assert {"source", "seed", "threshold", "target", "parameters"} <= set(on_disk)
+    for split in data.SPLITS:
+        labels = {
+            label
+            for line in jsonl_lines(tmp_path / SPLIT_FILES[split])
+            for label in line["labels"]["moderation"]
+        }
+        assert labels <= set(summary["labels"]) and "severe_toxicity" not in labels
+
+
+def test_prepare_run_is_byte_identical_for_a_seed(civil_comments_dir, tmp_path):
+    params = dict(MIRROR_SIZES, max_label_fraction=1.0, zero_flags_fraction=0.4)
+    data.prepare_run(str(civil_comments_dir), tmp_path / "a", seed=5, **params)
+    data.prepare_run(str(civil_comments_dir), tmp_path / "b", seed=5, **params)
+    data.prepare_run(str(civil_comments_dir), tmp_path / "c", seed=6, **params)
+    for name in SPLIT_FILES.values():
+        a, b, c = ((tmp_path / run / name).read_bytes() for run in "abc")
+        assert a == b
+        assert a != c and sorted(a.splitlines()) == sorted(c.splitlines())
+
+
+def test_the_loop_baseline_writes_the_same_examples(civil_comments_dir, tmp_path):
+    """bench_prepare.py compares like with like: both write the same set of lines."""
+    params = dict(MIRROR_SIZES, max_label_fraction=0.5, zero_flags_fraction=0.2, seed=0)
+    data.prepare_run(str(civil_comments_dir), tmp_path / "fast", **params)
+    load_baseline().prepare_loop(str(civil_comments_dir), tmp_path / "loop", **params)
+    for name in SPLIT_FILES.values():
+        fast = jsonl_lines(tmp_path / "fast" / name)
+        loop = jsonl_lines(tmp_path / "loop" / name)
+        assert sorted(map(json.dumps, fast)) == sorted(map(json.dumps, loop))
+
+
+def test_the_distribution_figure_has_three_panels_per_split(tmp_path):
+    from moderation_helpers.plots.distribution import plot_distribution
+
+    flags = {
+        "train": frame([[True, False], [False, False], [True, True]], "ab"),
+        "test": frame([[True, True]], "ab").iloc[:0],  # an empty split still gets its row
+    }
+    fig = plot_distribution(flags, path=tmp_path / "fig" / "distribution.png")
+    assert len(fig.axes) == 6
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[0] == "Train: categories (3 rows)" and titles[3] == "Test: categories (0 rows)"
+    assert "no rows" in [t.get_text() for t in fig.axes[3].texts]
+    bars = fig.axes[2].patches
+    assert [b.get_height() for b in bars] == [1, 2, 2, 1], "not flagged, then flagged, per label"
+    assert (tmp_path / "fig" / "distribution.png").read_bytes()[:4] == b"\x89PNG"
+    assert [p.name for p in (tmp_path / "fig").iterdir()] == ["distribution.png"]
