@@ -1,0 +1,567 @@
+"""jobs.py against the recorded API shapes and fake clients: no server, no training."""
+
+from __future__ import annotations
+
+import json
+import math
+from types import SimpleNamespace
+
+import httpx
+import pandas as pd
+import pytest
+from mistralai.client import errors, models
+
+from moderation_helpers import jobs
+from moderation_helpers.jsonl import JSONLValidationError
+from moderation_helpers.plots.loss import LiveLossPlot, plot_loss
+from moderation_helpers.run_folder import JOB_JSON, read_json
+
+FAKE_WANDB_KEY = "wandb-fake-0123456789abcdef"
+
+
+def recorded(reference_dir, name: str) -> dict:
+    return json.loads((reference_dir / f"{name}.json").read_text())
+
+
+def as_sdk_model(job: dict) -> models.ClassifierFineTuningJobDetails:
+    """The recorded job as the SDK's pydantic model (2.5.1 wants a few fields 2025 lacked)."""
+    job = {**job, "job_type": "classifier"}
+    job["classifier_targets"] = [
+        {**t, "weight": 1.0, "loss_function": "multi_class"}
+        for t in job.get("classifier_targets", [])
+    ]
+    return models.ClassifierFineTuningJobDetails.model_validate(job)
+
+
+def checkpoint(step: int, train: float | None, valid: float | None = None) -> dict:
+    metrics = {"train_loss": train}
+    if valid is not None:
+        metrics["valid_loss"] = valid
+    return {"step_number": step, "metrics": metrics, "created_at": 1744806700 + step}
+
+
+def job_with(status: str, checkpoints: list[dict] | None = None, **extra) -> dict:
+    job = {
+        "id": "job-1",
+        "status": status,
+        "auto_start": False,
+        "model": "ministral-3b-latest",
+        "hyperparameters": {"training_steps": 6},
+        "checkpoints": checkpoints or [],
+    }
+    job.update(extra)
+    return job
+
+
+class FakeJobs:
+    """``client.fine_tuning.jobs`` whose ``get`` replays a script of jobs and exceptions."""
+
+    def __init__(self, script):
+        self.script = list(script)
+        self.calls = []
+
+    def get(self, *, job_id):
+        self.calls.append(("get", job_id))
+        item = self.script.pop(0) if len(self.script) > 1 else self.script[0]
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def create(self, **kwargs):
+        self.calls.append(("create", kwargs))
+        return job_with("QUEUED", id="job-1", integrations=None)
+
+    def start(self, *, job_id):
+        self.calls.append(("start", job_id))
+        return job_with("QUEUED")
+
+
+def fake_client(script=()):
+    uploads = []
+
+    def upload(*, file, purpose):
+        uploads.append((file["file_name"], file["content"].read(), purpose))
+        return SimpleNamespace(id=f"file-{len(uploads)}")
+
+    return SimpleNamespace(
+        fine_tuning=SimpleNamespace(jobs=FakeJobs(script)),
+        files=SimpleNamespace(upload=upload),
+        uploads=uploads,
+    )
+
+
+class FakeClock:
+    """A clock that only moves when the code under test sleeps."""
+
+    def __init__(self):
+        self.now = 0.0
+        self.sleeps = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def http_error(status: int) -> errors.SDKError:
+    response = httpx.Response(
+        status, json={"detail": f"server said {status}"}, request=httpx.Request("GET", "http://x")
+    )
+    return errors.SDKError("API error occurred", response)
+
+
+# --------------------------------------------------------------------------- shapes
+
+
+@pytest.mark.parametrize("name", ["job_created", "job_validated", "job_started"])
+def test_recorded_job_reads_the_same_as_the_sdk_model(reference_dir, name):
+    raw = recorded(reference_dir, name)
+    from_dict = jobs.job_to_dict(raw)
+    from_sdk = jobs.job_to_dict(as_sdk_model(raw))
+    for key in ("id", "status", "model", "training_files", "validation_files"):
+        assert from_sdk[key] == from_dict[key]
+    assert from_sdk["hyperparameters"]["training_steps"] == 200
+    pd.testing.assert_frame_equal(
+        jobs.job_summary_table(from_dict), jobs.job_summary_table(from_sdk)
+    )
+
+
+def test_unknown_sdk_variant_keeps_its_raw_payload(reference_dir):
+    raw = recorded(reference_dir, "job_created")
+    unknown = models.UnknownJobsAPIRoutesFineTuningGetFineTuningJobResponse(raw=raw)
+    assert jobs.job_to_dict(unknown)["id"] == raw["id"]
+
+
+def test_summary_table_shows_what_a_person_decides_on(reference_dir):
+    table = jobs.job_summary_table(recorded(reference_dir, "job_validated"))
+    value = table["value"]
+    assert value["status"] == "VALIDATED"
+    assert value["training steps"] == "200"
+    assert value["epochs"] == "7.3"
+    assert value["expected duration"] == "56 min 40 s"
+    assert value["cost"] == "6.56 EUR"
+    assert value["train tokens per step"] == "65536"
+    assert value["data tokens"] == "1795785"
+    labels = value["target 'moderation'"].split(", ")
+    assert "safe" in labels and "toxicity" in labels and len(labels) == 7
+
+
+def test_summary_table_before_validation_shows_blanks(reference_dir):
+    table = jobs.job_summary_table(recorded(reference_dir, "job_created"))
+    assert table.loc["expected duration", "value"] == "—"
+    assert table.loc["epochs", "value"] == "—"
+    assert table.loc["cost", "value"] == "0.00"
+
+
+def test_recorded_jobs_have_no_checkpoints_yet(reference_dir):
+    for name in ("job_created", "job_validated", "job_started"):
+        frame = jobs.checkpoints_to_frame(recorded(reference_dir, name))
+        assert list(frame.columns) == jobs.METRIC_COLUMNS and frame.empty
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def test_checkpoints_newest_first_repeated_and_without_valid_loss():
+    job = job_with(
+        "RUNNING",
+        [
+            checkpoint(30, 0.5),
+            checkpoint(20, 0.6, 0.65),
+            checkpoint(10, 0.9, 0.8),
+            checkpoint(20, 0.6, 0.65),
+        ],
+    )
+    frame = jobs.checkpoints_to_frame(job)
+    assert frame["step"].tolist() == [10, 20, 30]
+    assert frame["train_loss"].tolist() == [0.9, 0.6, 0.5]
+    assert frame["valid_loss"].iloc[:2].tolist() == [0.8, 0.65]
+    assert math.isnan(frame["valid_loss"].iloc[2])
+
+
+def test_checkpoints_from_the_sdk_model(reference_dir):
+    raw = recorded(reference_dir, "job_started")
+    raw["checkpoints"] = [checkpoint(20, 0.4, 0.5), checkpoint(10, 0.7)]
+    frame = jobs.checkpoints_to_frame(as_sdk_model(raw))
+    assert frame["step"].tolist() == [10, 20]
+    assert frame["valid_loss"].isna().tolist() == [True, False]
+
+
+def test_merge_keys_on_step_values_not_on_the_row_index():
+    # The recipe's bug: `step in df.index` compared steps 10, 20 to row numbers 0, 1.
+    seen = jobs.checkpoints_to_frame(
+        job_with("RUNNING", [checkpoint(10, 0.9), checkpoint(20, 0.7)])
+    )
+    again = jobs.checkpoints_to_frame(
+        job_with("RUNNING", [checkpoint(20, 0.7), checkpoint(10, 0.9)])
+    )
+    merged = jobs.merge_metrics(seen, again)
+    assert merged["step"].tolist() == [10, 20]
+    assert merged["step"].is_unique
+
+
+def test_merge_on_restart_adds_new_steps_and_completes_old_ones():
+    old = pd.DataFrame(
+        {"step": [1, 2, 3], "train_loss": [1.0, 0.9, 0.8], "valid_loss": [1.1, None, None]}
+    )
+    new = jobs.checkpoints_to_frame(
+        job_with("SUCCESS", [checkpoint(5, 0.5, 0.6), checkpoint(3, 0.8, 0.85), checkpoint(4, 0.7)])
+    )
+    merged = jobs.merge_metrics(old, new)
+    assert merged["step"].tolist() == [1, 2, 3, 4, 5]
+    assert merged.loc[merged.step == 3, "valid_loss"].item() == 0.85
+    assert merged.loc[merged.step == 1, "valid_loss"].item() == 1.1
+    assert math.isnan(merged.loc[merged.step == 2, "valid_loss"].item())
+    # Merging again changes nothing (restart on a finished job).
+    pd.testing.assert_frame_equal(jobs.merge_metrics(merged, new), merged)
+
+
+def test_merge_of_nothing_is_an_empty_frame():
+    merged = jobs.merge_metrics(None, jobs.empty_metrics())
+    assert merged.empty and list(merged.columns) == jobs.METRIC_COLUMNS
+
+
+def test_metrics_csv_round_trip(tmp_path):
+    frame = jobs.checkpoints_to_frame(
+        job_with("RUNNING", [checkpoint(2, 0.5), checkpoint(1, 0.7, 0.6)])
+    )
+    path = jobs.write_metrics(frame, tmp_path / "metrics.csv")
+    assert path.read_text().splitlines()[0] == "step,train_loss,valid_loss"
+    pd.testing.assert_frame_equal(jobs.read_metrics(path), frame)
+    assert jobs.read_metrics(tmp_path / "absent.csv").empty
+
+
+def test_metrics_csv_with_a_missing_column_names_it(tmp_path):
+    path = tmp_path / "metrics.csv"
+    path.write_text("step,loss\n1,0.5\n")
+    with pytest.raises(ValueError, match=r"metrics.csv.*train_loss"):
+        jobs.read_metrics(path)
+
+
+# --------------------------------------------------------------------------- waiting
+
+
+def test_wait_for_validated_passes_through_queued_and_validating(reference_dir):
+    validated = recorded(reference_dir, "job_validated")
+    client = fake_client(
+        [recorded(reference_dir, "job_created"), {**validated, "status": "VALIDATING"}, validated]
+    )
+    clock = FakeClock()
+    job = jobs.wait_for_status(
+        client, validated["id"], {"VALIDATED"}, 1.0, 60, sleep=clock.sleep, clock=clock
+    )
+    assert job["status"] == "VALIDATED"
+    assert clock.sleeps == [1.0, 1.0]
+
+
+def test_failed_validation_raises_with_the_servers_message():
+    message = "train.jsonl:3: field 'labels': expected an object"
+    failed = job_with(
+        "FAILED_VALIDATION",
+        events=[
+            {"name": "status-updated", "created_at": 1, "data": {"status": "VALIDATING"}},
+            {
+                "name": "status-updated",
+                "created_at": 2,
+                "data": {"status": "FAILED_VALIDATION", "message": message},
+            },
+        ],
+    )
+    clock = FakeClock()
+    with pytest.raises(jobs.JobValidationFailed) as info:
+        jobs.wait_for_status(fake_client([failed]), "job-1", sleep=clock.sleep, clock=clock)
+    assert message in str(info.value) and "FAILED_VALIDATION" in str(info.value)
+    assert info.value.reason == message
+
+
+@pytest.mark.parametrize("where", ["message", "metadata"])
+def test_failure_reason_found_in_message_or_metadata(where):
+    job = job_with("FAILED")
+    if where == "message":
+        job["message"] = "out of memory"
+    else:
+        job["metadata"] = {"cost": 0.0, "error": "out of memory"}
+    assert jobs.failure_reason(job) == "out of memory"
+
+
+def test_wait_times_out_with_the_last_status():
+    clock = FakeClock()
+    with pytest.raises(TimeoutError, match="still VALIDATING after 5 s"):
+        jobs.wait_for_status(
+            fake_client([job_with("VALIDATING")]),
+            "job-1",
+            poll_interval=1,
+            timeout=5,
+            sleep=clock.sleep,
+            clock=clock,
+        )
+
+
+# --------------------------------------------------------------------------- following
+
+
+def test_follow_survives_transient_errors_and_backs_off(caplog):
+    script = [
+        job_with("RUNNING", [checkpoint(2, 0.9, 0.95)]),
+        http_error(503),
+        httpx.ConnectError("connection dropped"),
+        job_with("RUNNING", [checkpoint(4, 0.7), checkpoint(2, 0.9, 0.95)]),
+        http_error(429),
+        job_with(
+            "SUCCESS",
+            [checkpoint(6, 0.5, 0.6), checkpoint(4, 0.7, 0.8), checkpoint(2, 0.9, 0.95)],
+            fine_tuned_model="ft:classifier:ministral-3b-latest:1234abcd:20261124:5678abcd",
+        ),
+    ]
+    clock = FakeClock()
+    updates = list(
+        jobs.follow_job(
+            fake_client(script),
+            "job-1",
+            poll_interval=1,
+            timeout=100,
+            progress=False,
+            sleep=clock.sleep,
+            clock=clock,
+        )
+    )
+    assert [u.status for u in updates] == ["RUNNING", "RUNNING", "SUCCESS"]
+    assert updates[-1].done and updates[-1].metrics["step"].tolist() == [2, 4, 6]
+    assert clock.sleeps == [1, 2, 4, 1, 2]  # doubles after each error, resets after a success
+    assert "retrying" in caplog.text and "HTTP 503" in caplog.text
+
+
+def test_follow_gives_up_at_the_timeout_when_errors_persist():
+    clock = FakeClock()
+    follow = jobs.follow_job(
+        fake_client([http_error(502)]),
+        "job-1",
+        poll_interval=1,
+        timeout=10,
+        progress=False,
+        sleep=clock.sleep,
+        clock=clock,
+    )
+    with pytest.raises(TimeoutError, match="job-1"):
+        list(follow)
+    assert clock.now == pytest.approx(10)
+
+
+def test_follow_stops_on_a_client_error():
+    follow = jobs.follow_job(fake_client([http_error(404)]), "job-1", progress=False)
+    with pytest.raises(jobs.JobError, match="HTTP 404: server said 404"):
+        next(follow)
+
+
+def test_cancelled_job_is_yielded_with_its_metrics_then_raises():
+    cancelled = job_with(
+        "CANCELLED",
+        [checkpoint(2, 0.9)],
+        events=[
+            {
+                "name": "status-updated",
+                "created_at": 3,
+                "data": {"status": "CANCELLED", "message": "cancelled by user"},
+            }
+        ],
+    )
+    updates = list(jobs.follow_job(fake_client([cancelled]), "job-1", progress=False))
+    assert updates[-1].metrics["step"].tolist() == [2]
+    with pytest.raises(jobs.JobFailed, match="job-1 ended CANCELLED: cancelled by user"):
+        jobs.raise_for_job_status(updates[-1].job)
+
+
+def test_follow_refuses_a_job_that_waits_to_be_started(reference_dir):
+    follow = jobs.follow_job(
+        fake_client([recorded(reference_dir, "job_validated")]), "x", progress=False
+    )
+    with pytest.raises(jobs.JobNotStarted, match="start=True"):
+        next(follow)
+
+
+def test_follow_shows_a_step_progress_bar(capsys):
+    script = [job_with("RUNNING", [checkpoint(3, 0.9)]), job_with("SUCCESS", [checkpoint(6, 0.5)])]
+    clock = FakeClock()
+    list(jobs.follow_job(fake_client(script), "job-1", sleep=clock.sleep, clock=clock))
+    err = capsys.readouterr().err
+    assert "6/6" in err and "SUCCESS" in err
+
+
+# --------------------------------------------------------------------------- create and record
+
+
+def write_lines(path, lines):
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return path
+
+
+def test_upload_validates_before_sending_anything(tmp_path):
+    train = write_lines(
+        tmp_path / "train.jsonl", [{"text": "hi", "labels": {"moderation": ["safe"]}}]
+    )
+    bad = tmp_path / "validation.jsonl"
+    bad.write_text('{"text": "x", "labels": {"moderation": ["safe"]}}\n{"text": "y"}\n')
+    client = fake_client()
+    with pytest.raises(JSONLValidationError, match=r"validation.jsonl:2: field 'labels'"):
+        jobs.upload_training_files(client, train, bad)
+    unseen = write_lines(
+        tmp_path / "v2.jsonl", [{"text": "x", "labels": {"moderation": ["threat"]}}]
+    )
+    with pytest.raises(JSONLValidationError, match="unknown label"):
+        jobs.upload_training_files(client, train, unseen)
+    assert client.uploads == []
+
+
+def test_upload_sends_both_files(tmp_path):
+    line = {"text": "hi", "labels": {"moderation": ["safe"]}}
+    train = write_lines(tmp_path / "train.jsonl", [line])
+    valid = write_lines(tmp_path / "validation.jsonl", [line])
+    client = fake_client()
+    ids = jobs.upload_training_files(client, train, valid)
+    assert ids == {"train": "file-1", "validation": "file-2"}
+    assert [(name, purpose) for name, _, purpose in client.uploads] == [
+        ("train.jsonl", "fine-tune"),
+        ("validation.jsonl", "fine-tune"),
+    ]
+    assert client.uploads[0][1] == train.read_bytes()
+
+
+def test_create_waits_for_start_and_adds_wandb_only_when_asked(monkeypatch):
+    client = fake_client()
+    hp = {"training_steps": 6, "learning_rate": 5e-5, "weight_decay": None}
+    jobs.create_classifier_job(
+        client, model="m", training_file="f1", validation_file="f2", hyperparameters=hp
+    )
+    kwargs = client.fine_tuning.jobs.calls[-1][1]
+    assert kwargs["auto_start"] is False and kwargs["job_type"] == "classifier"
+    assert kwargs["hyperparameters"] == {"training_steps": 6, "learning_rate": 5e-5}
+    assert kwargs["training_files"] == [{"file_id": "f1", "weight": 1}]
+    assert kwargs["validation_files"] == ["f2"] and "integrations" not in kwargs
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    with pytest.raises(ValueError, match="WANDB_API_KEY"):
+        jobs.create_classifier_job(
+            client,
+            model="m",
+            training_file="f1",
+            validation_file=None,
+            hyperparameters=hp,
+            wandb_project="proj",
+        )
+    monkeypatch.setenv("WANDB_API_KEY", FAKE_WANDB_KEY)
+    jobs.create_classifier_job(
+        client,
+        model="m",
+        training_file="f1",
+        validation_file=None,
+        hyperparameters=hp,
+        wandb_project="proj",
+    )
+    integration = client.fine_tuning.jobs.calls[-1][1]["integrations"][0]
+    assert integration == {"type": "wandb", "project": "proj", "api_key": FAKE_WANDB_KEY}
+
+
+def test_api_refusal_becomes_a_readable_job_error():
+    def refuse(**kwargs):
+        raise http_error(422)
+
+    client = SimpleNamespace(fine_tuning=SimpleNamespace(jobs=SimpleNamespace(create=refuse)))
+    with pytest.raises(jobs.JobError, match="creating the fine-tuning job failed: HTTP 422"):
+        jobs.create_classifier_job(
+            client, model="m", training_file="f", validation_file=None, hyperparameters={}
+        )
+
+
+def test_job_record_holds_the_contract_and_no_secret(reference_dir, tmp_path):
+    job = recorded(reference_dir, "job_validated")
+    record = jobs.job_record(
+        job, backend="mistral", server_url="https://user:s3cret@api.example:8443/"
+    )
+    assert record["server_url"] == "https://api.example:8443/"
+    assert record["job_id"] == job["id"] and record["status"] == "VALIDATED"
+    assert record["training_files"] == job["training_files"]
+    assert record["classifier_targets"][0]["name"] == "moderation"
+    assert record["metadata"]["cost_currency"] == "EUR"
+    assert "s3cret" not in json.dumps(record)
+
+    jobs.save_job_record(tmp_path, record)
+    done = {**job, "status": "SUCCESS", "fine_tuned_model": "ft:classifier:x:1:2:3"}
+    updated = jobs.update_job_record(tmp_path, done)
+    assert read_json(tmp_path, JOB_JSON) == updated
+    assert updated["status"] == "SUCCESS" and updated["fine_tuned_model"] == "ft:classifier:x:1:2:3"
+    assert updated["backend"] == "mistral"
+
+
+def test_failed_job_record_keeps_the_reason(tmp_path):
+    jobs.save_job_record(
+        tmp_path,
+        jobs.job_record(job_with("RUNNING"), backend="local", server_url="http://127.0.0.1:1"),
+    )
+    record = jobs.update_job_record(tmp_path, job_with("FAILED", message="disk full"))
+    assert record["status"] == "FAILED" and record["failure_reason"] == "disk full"
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def test_loss_plot_draws_both_curves_and_tolerates_gaps(tmp_path):
+    metrics = pd.DataFrame(
+        {"step": [1, 2, 3], "train_loss": [0.9, 0.7, 0.5], "valid_loss": [0.95, None, 0.6]}
+    )
+    ax = plot_loss(metrics).axes[0]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert list(lines["train loss"].get_xdata()) == [1, 2, 3]
+    assert list(lines["validation loss"].get_xdata()) == [1, 3]
+
+
+def test_live_plot_headless_saves_one_png(tmp_path):
+    live = LiveLossPlot()
+    live.update(jobs.empty_metrics())
+    metrics = pd.DataFrame({"step": [1, 2], "train_loss": [0.9, 0.7], "valid_loss": [None, 0.8]})
+    fig = live.finish(metrics, tmp_path / "loss.png")
+    assert (tmp_path / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(fig.axes) == 1 and len(fig.axes[0].get_lines()) == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["loss.png"]
+
+
+def test_wait_for_validation_records_success_and_rejection(tmp_path, reference_dir):
+    validated = recorded(reference_dir, "job_validated")
+    record = jobs.job_record(
+        recorded(reference_dir, "job_created"), backend="local", server_url="http://127.0.0.1:1"
+    )
+    jobs.save_job_record(tmp_path, record)
+    job = jobs.wait_for_validation(fake_client([validated]), tmp_path, validated["id"])
+    assert job["status"] == read_json(tmp_path, JOB_JSON)["status"] == "VALIDATED"
+    assert read_json(tmp_path, JOB_JSON)["metadata"]["cost"] == 6.56
+
+    rejected = {
+        **validated,
+        "status": "FAILED_VALIDATION",
+        "events": [
+            {
+                "name": "status-updated",
+                "created_at": 9,
+                "data": {"status": "FAILED_VALIDATION", "message": "line 4: no text"},
+            }
+        ],
+    }
+    with pytest.raises(jobs.JobValidationFailed, match="line 4: no text"):
+        jobs.wait_for_validation(fake_client([rejected]), tmp_path, validated["id"])
+    saved = read_json(tmp_path, JOB_JSON)
+    assert saved["status"] == "FAILED_VALIDATION" and saved["failure_reason"] == "line 4: no text"
+
+
+def test_a_new_job_drops_the_previous_jobs_curves(tmp_path):
+    first = jobs.job_record(job_with("QUEUED", id="job-1"), backend="local", server_url="u")
+    assert jobs.record_new_job(tmp_path, first) == []
+    (tmp_path / "metrics.csv").write_text("step,train_loss,valid_loss\n1,0.5,0.6\n")
+    (tmp_path / "loss.png").write_bytes(b"png")
+    assert jobs.record_new_job(tmp_path, first) == []  # same job again: nothing dropped
+    assert (tmp_path / "metrics.csv").is_file()
+    second = jobs.job_record(job_with("QUEUED", id="job-2"), backend="local", server_url="u")
+    removed = jobs.record_new_job(tmp_path, second)
+    assert sorted(p.name for p in removed) == ["loss.png", "metrics.csv"]
+    assert not (tmp_path / "metrics.csv").exists()
+    assert read_json(tmp_path, JOB_JSON)["job_id"] == "job-2"
