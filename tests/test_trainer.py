@@ -1,0 +1,184 @@
+"""The local trainer on tiny trainings: a few steps, a handful of short texts, seq_len 16."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from moderation_helpers.factory import trainer as T
+
+TEXTS = [
+    ("you are a complete idiot", ["toxicity", "insult"]),
+    ("what a lovely afternoon in the park", ["safe"]),
+    ("I will hurt you and your family", ["toxicity", "threat"]),
+    ("thanks for the thoughtful article", ["safe"]),
+    ("shut up you stupid moron", ["toxicity", "insult"]),
+    ("the council meets on tuesday", ["safe"]),
+    ("go to hell, loser", ["toxicity", "insult"]),
+    ("great point, I agree with you", ["safe"]),
+]
+MULTI = T.Target("moderation", ["safe", "toxicity", "threat", "insult"], "multi_class")
+SINGLE = T.Target("tone", ["calm", "angry"], "single_class", weight=0.5)
+
+
+def _examples(with_single: bool = True) -> list[dict]:
+    out = []
+    for text, labels in TEXTS:
+        entry = {"moderation": labels}
+        if with_single:
+            entry["tone"] = "calm" if labels == ["safe"] else "angry"
+        out.append({"text": text, "labels": entry})
+    return out
+
+
+def _settings(**kw) -> T.TrainSettings:
+    base = dict(training_steps=4, batch_size=4, seq_len=16, learning_rate=1e-4, seed=3)
+    base.update(kw)
+    return T.TrainSettings(**base)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One 4-step training with both target kinds, shared by the read-only tests."""
+    out = tmp_path_factory.mktemp("model")
+    seen: list[T.Checkpoint] = []
+    result = T.train(
+        _examples(),
+        _examples()[:4],
+        [MULTI, SINGLE],
+        _settings(checkpoint_every=2),
+        out,
+        on_checkpoint=seen.append,
+    )
+    return out, result, seen
+
+
+def test_result_and_checkpoint_cadence(trained):
+    _, result, seen = trained
+    assert [c.step for c in result.checkpoints] == [2, 4]
+    assert seen == result.checkpoints  # handed to on_checkpoint as each was made
+    for c in result.checkpoints:
+        assert math.isfinite(c.train_loss) and c.train_loss > 0
+        assert c.valid_loss is not None and math.isfinite(c.valid_loss)
+    assert result.trained_tokens > 0
+    assert result.seconds >= result.train_seconds > 0
+
+
+def test_predict_shapes_and_score_kinds(trained):
+    out, _, _ = trained
+    model = T.load_model(out)
+    assert [t.name for t in model.targets] == ["moderation", "tone"]
+    texts = ["you idiot", "a quiet day", "the weather, as ever, is a long story " * 4]
+    scores = model.predict(texts)
+    assert len(scores) == len(texts)
+    for s in scores:
+        assert set(s) == {"moderation", "tone"}
+        assert list(s["moderation"]) == MULTI.labels
+        assert list(s["tone"]) == SINGLE.labels
+        assert all(0.0 < v < 1.0 for v in s["moderation"].values())
+        # single_class: a softmax over the target's labels
+        assert sum(s["tone"].values()) == pytest.approx(1.0, abs=1e-5)
+    # multi_class: independent sigmoids, so their sum is not tied to 1
+    assert any(abs(sum(s["moderation"].values()) - 1.0) > 0.05 for s in scores)
+    assert model.predict([]) == []
+
+
+def test_predict_order_does_not_depend_on_batching(trained):
+    out, _, _ = trained
+    model = T.load_model(out)
+    texts = [t for t, _ in TEXTS]
+    together = model.predict(texts)
+    alone = [model.predict([t])[0] for t in texts]
+    for a, b in zip(together, alone, strict=True):
+        for label, v in a["moderation"].items():
+            assert v == pytest.approx(b["moderation"][label], abs=1e-5)
+
+
+def test_save_load_round_trip_gives_identical_scores(trained, tmp_path):
+    out, _, _ = trained
+    config = json.loads((out / T.CONFIG_FILE).read_text())
+    assert config["seq_len"] == 16
+    assert config["targets"][0]["labels"] == MULTI.labels
+    first = T.load_model(out).predict(["you idiot", "a quiet day"])
+    second = T.load_model(out).predict(["you idiot", "a quiet day"])
+    assert first == second
+
+
+def test_same_seed_same_losses(tmp_path):
+    runs = [
+        T.train(_examples(False), None, [MULTI], _settings(training_steps=3), tmp_path / str(i))
+        for i in range(2)
+    ]
+    losses = [[c.train_loss for c in r.checkpoints] for r in runs]
+    assert losses[0] == losses[1]
+    other = T.train(
+        _examples(False), None, [MULTI], _settings(training_steps=3, seed=4), tmp_path / "o"
+    )
+    assert [c.train_loss for c in other.checkpoints] != losses[0]
+
+
+def test_no_validation_gives_no_valid_loss_and_default_cadence(tmp_path):
+    result = T.train(_examples(False), [], [MULTI], _settings(training_steps=5), tmp_path)
+    # default interval: about a tenth of the run, at least one step; always one at the end
+    assert [c.step for c in result.checkpoints] == [1, 2, 3, 4, 5]
+    assert all(c.valid_loss is None for c in result.checkpoints)
+
+
+def test_cancel_raises_promptly(tmp_path):
+    calls = []
+
+    def should_stop() -> bool:
+        calls.append(1)
+        return len(calls) > 2
+
+    with pytest.raises(T.TrainingCancelled):
+        T.train(
+            _examples(False),
+            None,
+            [MULTI],
+            _settings(training_steps=50),
+            tmp_path / "m",
+            should_stop=should_stop,
+        )
+    assert len(calls) == 3  # stopped at the first check that said so
+    assert not (tmp_path / "m" / T.CONFIG_FILE).exists()
+
+
+def test_unknown_label_is_a_clear_error(tmp_path):
+    bad = _examples(False)
+    bad[2]["labels"]["moderation"] = ["toxicity", "spam"]
+    with pytest.raises(ValueError, match=r"example 2.*spam"):
+        T.train(bad, None, [MULTI], _settings(training_steps=1), tmp_path)
+
+
+def test_seq_len_is_clamped_to_the_encoder():
+    assert T.clamp_seq_len(16384) == T.MAX_SEQ_LEN == 512
+    assert T.clamp_seq_len(64) == 64
+
+
+def test_count_tokens_counts_special_tokens():
+    assert T.count_tokens([]) == 0
+    one = T.count_tokens(["hello"])
+    assert one == 3  # [CLS] hello [SEP]
+    assert T.count_tokens(["hello", "hello"]) == 2 * one
+
+
+def test_estimate_uses_cached_calibration(tmp_path, monkeypatch):
+    cache = tmp_path / "calibration.json"
+    calls = []
+
+    def fake(batch_size: int, tokens: int, precision: str) -> float:
+        calls.append((batch_size, tokens, precision))
+        return 0.25
+
+    monkeypatch.setattr(T, "_STEP_SECONDS_CACHE", {})
+    monkeypatch.setattr(T, "_calibrate_step_seconds", fake)
+    assert T.estimate_training_seconds(200, 16, 50.2, cache_path=cache) == pytest.approx(50.0)
+    assert T.estimate_training_seconds(100, 16, 51, cache_path=cache) == pytest.approx(25.0)
+    assert calls == [(16, 56, "auto")]
+    # a fresh process reads the file instead of re-measuring
+    monkeypatch.setattr(T, "_STEP_SECONDS_CACHE", {})
+    assert T.estimate_training_seconds(10, 16, 50, cache_path=cache) == pytest.approx(2.5)
+    assert calls == [(16, 56, "auto")]
