@@ -182,3 +182,38 @@ def test_estimate_uses_cached_calibration(tmp_path, monkeypatch):
     monkeypatch.setattr(T, "_STEP_SECONDS_CACHE", {})
     assert T.estimate_training_seconds(10, 16, 50, cache_path=cache) == pytest.approx(2.5)
     assert calls == [(16, 56, "auto")]
+
+
+def test_bf16_and_fp32_scores_agree(trained):
+    out, _, _ = trained
+    texts = [t for t, _ in TEXTS]
+    fast = T.load_model(out, precision="auto").predict(texts)
+    exact = T.load_model(out, precision="fp32").predict(texts)
+    for a, b in zip(fast, exact, strict=True):
+        for label, v in a["moderation"].items():
+            assert v == pytest.approx(b["moderation"][label], abs=0.02)
+
+
+def test_folder_without_config_is_not_a_model(tmp_path):
+    (tmp_path / T.HEADS_FILE).write_bytes(b"partial")
+    with pytest.raises(FileNotFoundError, match="no trained classifier"):
+        T.load_model(tmp_path)
+
+
+def test_label_encoding_masks_missing_targets():
+    examples = [
+        {"text": "a", "labels": {"moderation": ["toxicity", "insult"], "tone": "angry"}},
+        {"text": "b", "labels": {"moderation": "safe"}},
+        {"text": "c", "labels": {"tone": "calm"}},
+    ]
+    y = T._encode_labels(examples, [MULTI, SINGLE])
+    assert y["moderation"][0].tolist() == [0.0, 1.0, 0.0, 1.0]
+    assert y["moderation"][1].tolist() == [1.0, 0.0, 0.0, 0.0]
+    assert y["moderation"][2].isnan().all()
+    assert y["tone"].tolist() == [1, -100, 0]
+
+
+def test_single_class_with_two_labels_is_a_clear_error():
+    examples = [{"text": "a", "labels": {"tone": ["calm", "angry"]}}]
+    with pytest.raises(ValueError, match=r"example 0: labels.tone is single_class"):
+        T._encode_labels(examples, [SINGLE])
