@@ -296,3 +296,35 @@ def test_cli_status_and_stop_and_the_token_stays_secret(start, tmp_path):
         run + ["stop", "--store", str(handle.store)], capture_output=True, text=True, env=env
     )
     assert "no factory server running" in again.stdout
+
+
+def test_served_connections_get_tcp_nodelay():
+    """asyncio sets TCP_NODELAY on accepted connections only for sockets that say they are TCP;
+    without it each keep-alive request stalled ~40 ms on a delayed ACK."""
+    import asyncio
+    import socket
+
+    from moderation_helpers.factory.__main__ import listening_socket
+
+    server_sock = listening_socket("127.0.0.1", 0)
+    seen: list[int] = []
+
+    async def main() -> None:
+        def on_connect(reader, writer):
+            conn = writer.get_extra_info("socket")
+            seen.append(conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        server = await asyncio.start_server(on_connect, sock=server_sock)
+        port = server_sock.getsockname()[1]
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        for _ in range(100):
+            if seen:
+                break
+            await asyncio.sleep(0.01)
+        writer.close()
+        server.close()
+        await server.wait_closed()
+
+    asyncio.run(main())
+    assert seen and seen[0] != 0

@@ -27,6 +27,18 @@ from moderation_helpers.factory.store import SERVER_JSON
 DEFAULT_STORE = Path("~/.cache/moderation-cookbook/factory")
 
 
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (port 0: a free one), for uvicorn to serve on."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # proto must say IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted connections only
+    # for sockets that say they are TCP, and without it every keep-alive request waited ~40 ms
+    # for a delayed ACK (44 ms -> 1 ms per request, measured).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    return sock
+
+
 def default_store() -> Path:
     """``$MODERATION_FACTORY_STORE`` or ``~/.cache/moderation-cookbook/factory``."""
     return Path(os.environ.get(STORE_ENV) or DEFAULT_STORE).expanduser()
@@ -52,12 +64,9 @@ def serve(host: str, port: int, store_dir: Path, token_env: str) -> None:
     store = Store(store_dir)
     token = os.environ.get(token_env) or None
     # Bind here (port 0 gives a free port) so that server.json names the real port.
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    sock = listening_socket(host, port)
     bound = sock.getsockname()[1]
-    url = f"http://[{host}]:{bound}" if family == socket.AF_INET6 else f"http://{host}:{bound}"
+    url = f"http://[{host}]:{bound}" if sock.family == socket.AF_INET6 else f"http://{host}:{bound}"
     info = {"url": url, "pid": os.getpid(), "store": str(store.root), "started_at": time.time()}
     info_path = store.root / SERVER_JSON
     atomic_write_text(info_path, json.dumps(info, indent=2))
