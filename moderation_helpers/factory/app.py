@@ -279,8 +279,11 @@ def create_app(
             },
         }
         job_id = store.create_job(doc, start_requested=body.auto_start)
+        # Answer with the job as created (QUEUED), as the API does: read before the validator
+        # is woken, or the answer races it and may say VALIDATING.
+        created = store.get_job(job_id)
         scheduler.wake()
-        return job_out(store.get_job(job_id), detailed=False)
+        return job_out(created, detailed=False)
 
     @app.get("/v1/fine_tuning/jobs")
     def list_jobs(
