@@ -1,0 +1,49 @@
+"""``/v1/files``: upload, list, get and delete training files."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, File, Form, UploadFile
+
+from moderation_helpers.factory.responses import file_out, invalid, not_found
+from moderation_helpers.factory.routes.deps import StoreDep
+
+router = APIRouter(prefix="/v1/files", tags=["files"])
+
+
+@router.post("")
+async def upload_file(
+    store: StoreDep,
+    file: UploadFile = File(...),  # noqa: B008 (FastAPI's declaration style)
+    purpose: str = Form("fine-tune"),
+    expiry: int | None = Form(None),
+    visibility: str | None = Form(None),
+) -> dict[str, Any]:
+    if purpose != "fine-tune":
+        raise invalid(["purpose"], "the local factory only takes purpose 'fine-tune'", purpose)
+    content = await file.read()
+    if not content:
+        raise invalid(["file"], "empty file")
+    return file_out(store.add_file(file.filename or "upload.jsonl", content, purpose))
+
+
+@router.get("")
+def list_files(store: StoreDep, page: int = 0, page_size: int = 100) -> dict[str, Any]:
+    records, total = store.list_files(page, page_size)
+    return {"data": [file_out(r) for r in records], "object": "list", "total": total}
+
+
+@router.get("/{file_id}")
+def get_file(store: StoreDep, file_id: str) -> dict[str, Any]:
+    record = store.get_file(file_id)
+    if record is None:
+        raise not_found("file", file_id)
+    return file_out(record, with_deleted=True)
+
+
+@router.delete("/{file_id}")
+def delete_file(store: StoreDep, file_id: str) -> dict[str, Any]:
+    if not store.delete_file(file_id):
+        raise not_found("file", file_id)
+    return {"id": file_id, "object": "file", "deleted": True}

@@ -1,0 +1,39 @@
+"""``/v1/models``: list, get and delete fine-tuned models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from moderation_helpers.factory.responses import model_out, not_found
+from moderation_helpers.factory.routes.deps import ModelsDep, StoreDep
+from moderation_helpers.factory.store import Store
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+
+
+def model_or_404(store: Store, model_id: str) -> dict[str, Any]:
+    """The stored model record, or a 404 naming the id."""
+    record = store.get_model(model_id)
+    if record is None:
+        raise not_found("model", model_id)
+    return record
+
+
+@router.get("")
+def list_models(store: StoreDep) -> dict[str, Any]:
+    return {"object": "list", "data": [model_out(m, store.workspace) for m in store.list_models()]}
+
+
+@router.get("/{model_id:path}")
+def get_model(store: StoreDep, model_id: str) -> dict[str, Any]:
+    return model_out(model_or_404(store, model_id), store.workspace)
+
+
+@router.delete("/{model_id:path}")
+def delete_model(store: StoreDep, models: ModelsDep, model_id: str) -> dict[str, Any]:
+    model_or_404(store, model_id)
+    models.evict(model_id)
+    store.delete_model(model_id)
+    return {"id": model_id, "object": "model", "deleted": True}
