@@ -10,6 +10,7 @@ from fastapi import APIRouter
 from moderation_helpers.factory.responses import invalid, not_found
 from moderation_helpers.factory.routes.deps import ModelsDep, StoreDep
 from moderation_helpers.factory.schemas import ClassificationIn
+from moderation_helpers.factory.scoring import score_texts
 
 router = APIRouter(prefix="/v1", tags=["classifications"])
 
@@ -22,7 +23,7 @@ def classify(body: ClassificationIn, store: StoreDep, models: ModelsDep) -> dict
     record = store.get_model(body.model)
     if record is None:
         raise not_found("model", body.model)
-    predictions = models.get(record["id"], record["path"]).predict(texts)
+    predictions = score_texts(models, record, texts)
     results = [
         {target: {"scores": scores} for target, scores in per_text.items()}
         for per_text in predictions
