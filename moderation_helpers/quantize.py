@@ -35,6 +35,7 @@ def ffn_matmuls(model_path: str | os.PathLike) -> list[str]:
 
 def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     """Write the int8 variant of ``src`` (an fp32 model.onnx) to ``dst``."""
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     nodes = ffn_matmuls(src)
@@ -47,5 +48,7 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
         nodes_to_quantize=nodes,
         per_channel=True,
         weight_type=QuantType.QInt8,
+        # Shape inference does not know onnxruntime's fused operators: their outputs are float.
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
     )
     return Path(dst)

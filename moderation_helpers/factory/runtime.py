@@ -108,9 +108,14 @@ def ensure_onnx(model_dir: str | os.PathLike) -> Path:
         work = Path(tempfile.mkdtemp(prefix=".onnx-", dir=model_dir))
         try:
             write_folder(model_dir, work)
-            if target.exists():  # a leftover without classifier.json: an interrupted export
-                shutil.rmtree(target)
+            if target.exists() and not (target / CLASSIFIER_JSON).is_file():
+                shutil.rmtree(target)  # a leftover of an interrupted export
             os.replace(work, target)
+        except OSError:
+            shutil.rmtree(work, ignore_errors=True)
+            if not (target / CLASSIFIER_JSON).is_file():
+                raise
+            return target  # another process exported it meanwhile
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)
             raise
