@@ -127,7 +127,9 @@ class Moderator:
         options.inter_op_num_threads = 1
         options.log_severity_level = 3  # onnxruntime's own warnings about unused initializers
         wanted = list(providers or default_providers())
-        session = ort.InferenceSession(str(model_path), options, providers=wanted)
+        available = ort.get_available_providers()
+        usable = [p for p in wanted if p in available] or ["CPUExecutionProvider"]
+        session = ort.InferenceSession(str(model_path), options, providers=usable)
         moderator = cls(
             folder,
             record,
@@ -141,7 +143,10 @@ class Moderator:
             moderator.token_budget = CUDA_TOKEN_BUDGET
         if wanted[0] not in moderator.providers:
             log.warning(
-                "onnxruntime could not use %s; running on %s", wanted[0], moderator.providers
+                "onnxruntime could not use %s (this build has %s); running on %s",
+                wanted[0],
+                available,
+                moderator.providers,
             )
         log.info(
             "loaded %s (%s) on %s, %d threads",
