@@ -204,13 +204,16 @@ class Store:
         return [dict(r) for r in rows], total
 
     def delete_file(self, file_id: str) -> bool:
-        """Delete a file's content and mark it deleted; False when unknown."""
-        record = self.get_file(file_id)
-        if record is None:
-            return False
+        """Delete a file's content and mark it deleted; False when unknown (or already deleted:
+        of two concurrent deletes, one wins)."""
         with self._txn() as conn:
+            row = conn.execute(
+                "SELECT path FROM files WHERE id=? AND deleted=0", (file_id,)
+            ).fetchone()
+            if row is None:
+                return False
             conn.execute("UPDATE files SET deleted=1 WHERE id=?", (file_id,))
-        shutil.rmtree(Path(record["path"]).parent, ignore_errors=True)
+        shutil.rmtree(Path(row["path"]).parent, ignore_errors=True)
         return True
 
     # -- jobs -------------------------------------------------------------------------------
@@ -384,13 +387,14 @@ class Store:
         return [_model_row(r) for r in rows]
 
     def delete_model(self, model_id: str) -> bool:
-        """Forget a model and delete its weights; False when unknown."""
-        record = self.get_model(model_id)
-        if record is None:
-            return False
+        """Forget a model and delete its weights; False when unknown (or already deleted: of two
+        concurrent deletes, one wins)."""
         with self._txn() as conn:
+            row = conn.execute("SELECT path FROM models WHERE id=?", (model_id,)).fetchone()
+            if row is None:
+                return False
             conn.execute("DELETE FROM models WHERE id=?", (model_id,))
-        shutil.rmtree(record["path"], ignore_errors=True)
+        shutil.rmtree(row["path"], ignore_errors=True)
         return True
 
 
