@@ -15,6 +15,7 @@ import shutil
 import signal
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -22,6 +23,7 @@ from test_factory_lifecycle import FAKE_TRAINER, children, create_job, sdk_for, 
 
 from moderation_helpers.factory.process import pid_alive, start_factory, stop_factory
 from moderation_helpers.factory.store import Store
+from moderation_helpers.factory.worker import TRAINING_NICENESS
 
 DEAF_TRAINER = (
     FAKE_TRAINER
@@ -78,6 +80,11 @@ def kill9(handle) -> None:
     """SIGKILL the server this test started, by its pid, and reap it."""
     os.kill(handle.pid, signal.SIGKILL)
     handle.process.wait(30)
+
+
+def niceness(pid: int) -> int:
+    """A process's nice value (field 19 of /proc/<pid>/stat)."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
 
 
 def on_disk(store: Store, sub: str) -> list[str]:
@@ -138,6 +145,8 @@ def test_kill_9_while_a_job_trains_leaves_no_running_job_and_no_trainer(deaf_tra
     wait_for(sdk, job.id, lambda j: j.status == "RUNNING" and j.checkpoints)
     trainers = children(handle.pid)
     assert len(trainers) == 1
+    # Training yields the CPU to classification: it runs at a lower priority than its server.
+    assert niceness(trainers[0]) == min(niceness(handle.pid) + TRAINING_NICENESS, 19)
     kill9(handle)
     # The deaf trainer never checks on its parent: only PR_SET_PDEATHSIG ends it.
     assert wait_gone(trainers[0])

@@ -41,6 +41,9 @@ DEFAULT_TRAINING_STEPS = 100
 RESULT_JSON = "result.json"
 TRAIN_LOG = "train.log"
 EXIT_CANCELLED = 3
+# Training yields the CPU to classification requests when both want it (the server's inference
+# thread keeps nice 0): requests keep their latency, training still finishes, a little later.
+TRAINING_NICENESS = 5
 KILL_GRACE_SECONDS = 5.0
 
 
@@ -210,6 +213,8 @@ def run_training(store_dir: str | Path, job_id: str, parent: int | None = None) 
     cancelled or the server that started it is gone). ``parent``: the server's pid.
     """
     die_with_parent(parent)
+    if hasattr(os, "nice"):
+        os.nice(TRAINING_NICENESS)
     store = Store(store_dir)
     job = store.get_job(job_id)
     if job is None:
