@@ -150,15 +150,23 @@ def train_short_job(client, run_dir: Path, steps: int, *, wait: bool = True):
     return job
 
 
+HEADER = "| level | clients × texts | requests | texts/s | p50 ms | p95 ms | p99 ms | errors |"
+
+
+def row(lv: Level) -> str:
+    """One level as a Markdown table row."""
+    return (
+        f"| {lv.name} | {lv.clients} × {lv.texts_per_request} | {len(lv.latencies)} | "
+        f"{lv.texts_per_second:.0f} | {lv.percentile(50):.0f} | {lv.percentile(95):.0f} | "
+        f"{lv.percentile(99):.0f} | {len(lv.errors)} |"
+    )
+
+
 def print_table(levels: list[Level]) -> None:
-    print("| level | clients × texts | requests | texts/s | p50 ms | p95 ms | p99 ms | errors |")
+    print(HEADER)
     print("|---|---|---|---|---|---|---|---|")
     for lv in levels:
-        print(
-            f"| {lv.name} | {lv.clients} × {lv.texts_per_request} | {len(lv.latencies)} | "
-            f"{lv.texts_per_second:.0f} | {lv.percentile(50):.0f} | {lv.percentile(95):.0f} | "
-            f"{lv.percentile(99):.0f} | {len(lv.errors)} |"
-        )
+        print(row(lv))
     for lv in levels:
         for error in sorted(set(lv.errors))[:3]:
             print(f"  {lv.name}: {error}")
@@ -211,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ):
         if value is not None:
             os.environ["MODERATION_FACTORY_" + name] = str(value)
-    print(f"CPU: {cpu_model()}; load average before: {load_average()}")
+    print(f"CPU: {cpu_model()}; load average before: {load_average()}", flush=True)
     levels: list[Level] = []
     with tempfile.TemporaryDirectory(prefix="bench-load-") as tmp:
         run_dir = prepare(args.run_dir, args.source, Path(tmp))
@@ -222,17 +230,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         try:
             client = connect("local", server_url=handle.url, start_local=False).client
             model = args.model or train_short_job(client, run_dir, args.steps).fine_tuned_model
-            print(f"serving {model} (reuse it: --store STORE --model {model})")
+            print(f"serving {model} (reuse it: --store STORE --model {model})", flush=True)
 
             def measure(suffix: str) -> None:
                 common = (args.seconds, args.max_requests)
                 ref = run_level(handle.url, model, texts, 1, REFERENCE_BATCH, *common, "")
                 ref.name = f"reference{suffix}"
                 levels.append(ref)
+                print("measured:", row(ref), flush=True)
                 for n in args.levels if not suffix else [8]:
                     level = run_level(handle.url, model, texts, n, args.texts, *common, "")
                     level.name = f"{n} clients{suffix}"
                     levels.append(level)
+                    print("measured:", row(level), flush=True)
 
             measure("")
             if not args.no_training:
