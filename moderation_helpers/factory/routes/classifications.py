@@ -22,7 +22,7 @@ async def classify(body: ClassificationIn, store: StoreDep, models: ModelsDep) -
     texts = [body.inputs] if isinstance(body.inputs, str) else body.inputs
     if not texts:
         raise invalid(["input"], "no input to classify", body.inputs)
-    record = store.get_model(body.model)
+    record = store.get_model(body.model)  # a WAL read: sub-millisecond, never waits on writers
     if record is None:
         raise not_found("model", body.model)
     predictions = await score_texts_async(models, record, texts)
