@@ -1,14 +1,18 @@
 """Command line of the local Classifier Factory (also the ``moderation-factory`` script).
 
     python -m moderation_helpers.factory serve [--host 127.0.0.1] [--port 8765] [--store DIR]
+        [--max-inputs N] [--max-text-chars N] [--max-upload-bytes N] [--max-body-bytes N]
+        [--max-queued-requests N] [--batch-window-ms MS] [--max-batch-tokens N]
     python -m moderation_helpers.factory status [--store DIR]
     python -m moderation_helpers.factory stop [--store DIR]
     python -m moderation_helpers.factory export MODEL_ID --out DIR [--store DIR] [--int8]
         [--run-dir RUN]
 
 The store defaults to ``$MODERATION_FACTORY_STORE`` or ``~/.cache/moderation-cookbook/factory``.
-A token, when wanted, is read from the environment variable named by ``--token-env``
-(``MODERATION_FACTORY_TOKEN`` by default), never from the command line.
+Limits and batching default to ``$MODERATION_FACTORY_<NAME>`` (e.g. ``..._MAX_INPUTS``), then
+the built-in defaults (see ``factory/limits.py``). A token, when wanted, is read from the
+environment variable named by ``--token-env`` (``MODERATION_FACTORY_TOKEN`` by default), never
+from the command line.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import signal
 import socket
 import sys
 import time
+from dataclasses import fields
 from pathlib import Path
 
 from moderation_helpers.factory import DEFAULT_HOST, DEFAULT_PORT, STORE_ENV, TOKEN_ENV
@@ -46,8 +51,11 @@ def default_store() -> Path:
     return Path(os.environ.get(STORE_ENV) or DEFAULT_STORE).expanduser()
 
 
-def serve(host: str, port: int, store_dir: Path, token_env: str) -> None:
-    """Run the server until SIGTERM/SIGINT; records url and pid in the store's server.json."""
+def serve(host: str, port: int, store_dir: Path, token_env: str, config=None) -> None:
+    """Run the server until SIGTERM/SIGINT; records url and pid in the store's server.json.
+
+    ``config``: a :class:`~moderation_helpers.factory.limits.ServingConfig` (default: from
+    the environment)."""
     import uvicorn
 
     from moderation_helpers.factory.app import create_app
@@ -75,7 +83,9 @@ def serve(host: str, port: int, store_dir: Path, token_env: str) -> None:
     logging.getLogger("moderation_helpers.factory").info(
         "serving %s (store %s, token %s)", url, store.root, "required" if token else "off"
     )
-    config = uvicorn.Config(create_app(store, token), log_level="info", timeout_graceful_shutdown=5)
+    app = create_app(store, token, config=config)
+    logging.getLogger("moderation_helpers.factory").info("serving with %s", app.state.config)
+    config = uvicorn.Config(app, log_level="info", timeout_graceful_shutdown=5)
     # uvicorn re-raises the SIGTERM it handled once it has shut down; exiting through
     # SystemExit instead of dying lets the finally below remove server.json.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -113,6 +123,15 @@ def main(argv: list[str] | None = None) -> int:
         default=TOKEN_ENV,
         help="environment variable holding the Bearer token to require (unset: no token)",
     )
+    from moderation_helpers.factory.config import ServingConfig, env_name
+
+    for f in fields(ServingConfig):
+        p_serve.add_argument(
+            "--" + f.name.replace("_", "-"),
+            type=float if f.type == "float" else int,
+            default=None,
+            help=f"default {getattr(ServingConfig(), f.name)} or ${env_name(f.name)}",
+        )
     p_status = sub.add_parser("status", help="print the server recorded in the store")
     p_stop = sub.add_parser("stop", help="stop the server recorded in the store, by its pid")
     p_export = sub.add_parser(
@@ -126,20 +145,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     p_train = sub.add_parser("_train", help=argparse.SUPPRESS)
     p_train.add_argument("--job", required=True)
+    p_train.add_argument("--parent", type=int, default=None, help="the server's pid")
     for p in (p_serve, p_status, p_stop, p_export, p_train):
         p.add_argument("--store", type=Path, default=None, help="store folder")
     args = parser.parse_args(argv)
     store = args.store.expanduser() if args.store else default_store()
 
     if args.command == "serve":
-        serve(args.host, args.port, store, args.token_env)
+        overrides = {f.name: getattr(args, f.name) for f in fields(ServingConfig)}
+        serve(args.host, args.port, store, args.token_env, ServingConfig.from_env(**overrides))
         return 0
     if args.command == "export":
         return export(args.model_id, args.out, store, int8=args.int8, run_dir=args.run_dir)
     if args.command == "_train":
         from moderation_helpers.factory.worker import run_training
 
-        return run_training(store, args.job)
+        return run_training(store, args.job, args.parent)
 
     from moderation_helpers.factory.process import answers, read_server_info, stop_factory
 

@@ -7,7 +7,8 @@ lifespan that starts and stops the job queue, the token check, and one router pe
 
 Errors are the API's: 404 for an unknown id, 422 with a ``detail`` whose ``loc`` names the field,
 409 for an action the job's status does not allow, 401 when a token is configured and the
-request lacks ``Authorization: Bearer <token>``.
+request lacks ``Authorization: Bearer <token>``; beyond a limit (:mod:`.limits`) 413, 422 or
+503 naming the limit, before any work is done.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from pathlib import Path
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 
+from moderation_helpers.factory.config import ServingConfig
+from moderation_helpers.factory.limits import BodyLimitMiddleware
 from moderation_helpers.factory.model_cache import ModelCache
 from moderation_helpers.factory.routes import classifications, files, jobs, models
 from moderation_helpers.factory.runtime import RUNTIME_JSON
@@ -27,14 +30,22 @@ from moderation_helpers.factory.worker import Scheduler
 
 
 def create_app(
-    store: Store | str | Path, token: str | None = None, *, run_scheduler: bool = True
+    store: Store | str | Path,
+    token: str | None = None,
+    *,
+    run_scheduler: bool = True,
+    config: ServingConfig | None = None,
 ) -> FastAPI:
     """The factory app over ``store``; with ``token``, every route requires it as Bearer.
 
-    ``run_scheduler=False`` serves the API without validating or training (tests of the routes).
+    ``config`` holds the request limits and batching settings (default: from the environment,
+    see :mod:`.limits`). ``run_scheduler=False`` serves the API without validating or training
+    (tests of the routes).
     """
     store = store if isinstance(store, Store) else Store(store)
+    config = config or ServingConfig.from_env()
     scheduler = Scheduler(store)
+    model_cache = ModelCache(config=config, runtime_cache=store.root / RUNTIME_JSON)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -44,6 +55,7 @@ def create_app(
         try:
             yield
         finally:
+            model_cache.close()
             if run_scheduler:
                 scheduler.stop()
 
@@ -66,7 +78,10 @@ def create_app(
     )
     app.state.store = store
     app.state.scheduler = scheduler
-    app.state.models = ModelCache(runtime_cache=store.root / RUNTIME_JSON)
+    app.state.config = config
+    app.state.models = model_cache
     for module in (files, jobs, models, classifications):
         app.include_router(module.router)
+    # Outermost: a body over its limit is refused before anything reads it.
+    app.add_middleware(BodyLimitMiddleware, config=config)
     return app

@@ -4,6 +4,7 @@ Layout of a store directory::
 
     factory.db        files, jobs, events, checkpoints, models (SQLite, WAL)
     files/<id>/<name> uploaded training data
+    incoming/         uploads being copied in (moved into files/ whole, then recorded)
     jobs/<id>/        a training run's log and result
     models/<job id>/  fine-tuned weights (the trainer's out_dir)
     server.json       url, pid and store of the running server (removed at clean shutdown)
@@ -15,7 +16,9 @@ one short transaction on its own connection (WAL lets readers go on while one wr
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import secrets
 import shutil
 import sqlite3
@@ -25,7 +28,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 SERVER_JSON = "server.json"
 SERVER_LOG = "server.log"
@@ -88,7 +91,7 @@ class Store:
 
     def __init__(self, root: str | Path):
         self.root = Path(root).expanduser().resolve()
-        for sub in ("files", "jobs", "models"):
+        for sub in ("files", "jobs", "models", "incoming"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         self.db_path = self.root / "factory.db"
         with self._connect() as conn:
@@ -144,19 +147,45 @@ class Store:
         return self.root / "models" / job_id
 
     # -- files ------------------------------------------------------------------------------
-    def add_file(self, filename: str, content: bytes, purpose: str) -> dict[str, Any]:
-        """Store an upload and return its record."""
+    def add_file(self, filename: str, content: bytes | BinaryIO, purpose: str) -> dict[str, Any]:
+        """Store an upload (bytes, or a binary file read in chunks) and return its record.
+
+        The bytes go to ``incoming/`` first and are moved into ``files/`` whole before the row
+        is written: a server killed midway leaves no half file listed, and :meth:`recover`
+        removes what it left unrecorded.
+        """
         file_id = str(uuid.uuid4())
         name = Path(filename).name or "upload.jsonl"
+        part = self.root / "incoming" / file_id
         path = self.root / "files" / file_id / name
-        path.parent.mkdir(parents=True)
-        path.write_bytes(content)
-        num_lines = content.count(b"\n") + (0 if content.endswith(b"\n") or not content else 1)
-        with self._txn() as conn:
-            conn.execute(
-                "INSERT INTO files VALUES (?, ?, ?, ?, ?, ?, ?, 0)",
-                (file_id, name, len(content), now(), purpose, num_lines, str(path)),
-            )
+        size = newlines = 0
+        last = b""
+        stream = io.BytesIO(content) if isinstance(content, bytes) else content
+        try:
+            with part.open("wb") as out:
+                while chunk := stream.read(1 << 20):
+                    out.write(chunk)
+                    size += len(chunk)
+                    newlines += chunk.count(b"\n")
+                    last = chunk[-1:]
+                out.flush()
+                os.fsync(out.fileno())
+            path.parent.mkdir(parents=True)
+            os.replace(part, path)
+        except BaseException:
+            part.unlink(missing_ok=True)
+            shutil.rmtree(path.parent, ignore_errors=True)
+            raise
+        num_lines = newlines + (1 if size and last != b"\n" else 0)
+        try:
+            with self._txn() as conn:
+                conn.execute(
+                    "INSERT INTO files VALUES (?, ?, ?, ?, ?, ?, ?, 0)",
+                    (file_id, name, size, now(), purpose, num_lines, str(path)),
+                )
+        except BaseException:
+            shutil.rmtree(path.parent, ignore_errors=True)
+            raise
         return self.get_file(file_id)  # type: ignore[return-value]
 
     def get_file(self, file_id: str) -> dict[str, Any] | None:
@@ -175,13 +204,16 @@ class Store:
         return [dict(r) for r in rows], total
 
     def delete_file(self, file_id: str) -> bool:
-        """Delete a file's content and mark it deleted; False when unknown."""
-        record = self.get_file(file_id)
-        if record is None:
-            return False
+        """Delete a file's content and mark it deleted; False when unknown (or already deleted:
+        of two concurrent deletes, one wins)."""
         with self._txn() as conn:
+            row = conn.execute(
+                "SELECT path FROM files WHERE id=? AND deleted=0", (file_id,)
+            ).fetchone()
+            if row is None:
+                return False
             conn.execute("UPDATE files SET deleted=1 WHERE id=?", (file_id,))
-        shutil.rmtree(Path(record["path"]).parent, ignore_errors=True)
+        shutil.rmtree(Path(row["path"]).parent, ignore_errors=True)
         return True
 
     # -- jobs -------------------------------------------------------------------------------
@@ -315,7 +347,23 @@ class Store:
                 elif edit.status == "CANCELLATION_REQUESTED":
                     edit.set_status("CANCELLED")
                 settled.append(edit.id)
+        self._remove_unrecorded()
         return settled
+
+    def _remove_unrecorded(self) -> None:
+        """Delete what a killed server left on disk without a record: uploads being copied in,
+        files without a row (or deleted), weights of jobs that did not produce a model."""
+        for leftover in (self.root / "incoming").iterdir():
+            _remove(leftover)
+        live_files = {r["id"] for r in self._query("SELECT id FROM files WHERE deleted=0")}
+        for folder in (self.root / "files").iterdir():
+            if folder.name not in live_files:
+                _remove(folder)
+        model_paths = {Path(r["path"]).name for r in self._query("SELECT path FROM models")}
+        busy = {r["id"] for r in self._query("SELECT id FROM jobs WHERE status='RUNNING'")}
+        for folder in (self.root / "models").iterdir():
+            if folder.name not in model_paths and folder.name not in busy:
+                _remove(folder)
 
     # -- models -----------------------------------------------------------------------------
     def add_model(
@@ -339,14 +387,22 @@ class Store:
         return [_model_row(r) for r in rows]
 
     def delete_model(self, model_id: str) -> bool:
-        """Forget a model and delete its weights; False when unknown."""
-        record = self.get_model(model_id)
-        if record is None:
-            return False
+        """Forget a model and delete its weights; False when unknown (or already deleted: of two
+        concurrent deletes, one wins)."""
         with self._txn() as conn:
+            row = conn.execute("SELECT path FROM models WHERE id=?", (model_id,)).fetchone()
+            if row is None:
+                return False
             conn.execute("DELETE FROM models WHERE id=?", (model_id,))
-        shutil.rmtree(record["path"], ignore_errors=True)
+        shutil.rmtree(row["path"], ignore_errors=True)
         return True
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _job_row(row: sqlite3.Row) -> dict[str, Any]:

@@ -41,6 +41,9 @@ DEFAULT_TRAINING_STEPS = 100
 RESULT_JSON = "result.json"
 TRAIN_LOG = "train.log"
 EXIT_CANCELLED = 3
+# Training yields the CPU to classification requests when both want it (the server's inference
+# thread keeps nice 0): requests keep their latency, training still finishes, a little later.
+TRAINING_NICENESS = 5
 KILL_GRACE_SECONDS = 5.0
 
 
@@ -183,12 +186,35 @@ def validate_job(store: Store, job_id: str) -> None:
 
 
 # -- training (in its own process) -----------------------------------------------------------
-def run_training(store_dir: str | Path, job_id: str) -> int:
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent(parent: int | None) -> None:
+    """Make this process end when the server that started it ends, even by SIGKILL.
+
+    On Linux the kernel sends SIGKILL when the parent goes (``PR_SET_PDEATHSIG``); if the
+    parent is already gone by the time that is set, exit now. Elsewhere the training loop's
+    ``should_stop`` (parent changed) is what stops it, at the next step.
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            log.warning("prctl(PR_SET_PDEATHSIG) failed: errno %d", ctypes.get_errno())
+    if parent is not None and os.getppid() != parent:
+        raise SystemExit(f"the factory server (pid {parent}) that started this job is gone")
+
+
+def run_training(store_dir: str | Path, job_id: str, parent: int | None = None) -> int:
     """Body of the training process: train, append checkpoints, write result.json.
 
     Returns the process exit code: 0 trained, EXIT_CANCELLED when told to stop (the job was
-    cancelled or the server that started it is gone).
+    cancelled or the server that started it is gone). ``parent``: the server's pid.
     """
+    die_with_parent(parent)
+    if hasattr(os, "nice"):
+        os.nice(TRAINING_NICENESS)
     store = Store(store_dir)
     job = store.get_job(job_id)
     if job is None:
@@ -217,7 +243,7 @@ def run_training(store_dir: str | Path, job_id: str) -> int:
         warmup_fraction=_or(hp.get("warmup_fraction"), defaults.warmup_fraction),
         seq_len=trainer.clamp_seq_len(hp.get("seq_len") or defaults.seq_len),
     )
-    parent = os.getppid()
+    parent = parent or os.getppid()
 
     def should_stop() -> bool:
         return os.getppid() != parent or store.job_status(job_id) != "RUNNING"
@@ -362,7 +388,7 @@ class Scheduler:
         with (job_dir / TRAIN_LOG).open("ab") as log_file:
             process = subprocess.Popen(
                 [sys.executable, "-m", "moderation_helpers.factory", "_train"]
-                + ["--store", str(self.store.root), "--job", job_id],
+                + ["--store", str(self.store.root), "--job", job_id, "--parent", str(os.getpid())],
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, File, Form, UploadFile
+from starlette.concurrency import run_in_threadpool
 
 from moderation_helpers.factory.responses import file_out, invalid, not_found
 from moderation_helpers.factory.routes.deps import StoreDep
@@ -22,10 +23,12 @@ async def upload_file(
 ) -> dict[str, Any]:
     if purpose != "fine-tune":
         raise invalid(["purpose"], "the local factory only takes purpose 'fine-tune'", purpose)
-    content = await file.read()
-    if not content:
+    # The body's size was checked as it streamed in (limits.BodyLimitMiddleware); the spooled
+    # upload is copied into the store in a thread, never held whole in memory.
+    if not file.size:
         raise invalid(["file"], "empty file")
-    return file_out(store.add_file(file.filename or "upload.jsonl", content, purpose))
+    name = file.filename or "upload.jsonl"
+    return file_out(await run_in_threadpool(store.add_file, name, file.file, purpose))
 
 
 @router.get("")

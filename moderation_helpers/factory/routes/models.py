@@ -33,7 +33,7 @@ def get_model(store: StoreDep, model_id: str) -> dict[str, Any]:
 
 @router.delete("/{model_id:path}")
 def delete_model(store: StoreDep, models: ModelsDep, model_id: str) -> dict[str, Any]:
-    model_or_404(store, model_id)
+    if not store.delete_model(model_id):  # one of two concurrent deletes wins, the other 404s
+        raise not_found("model", model_id)
     models.evict(model_id)
-    store.delete_model(model_id)
     return {"id": model_id, "object": "model", "deleted": True}

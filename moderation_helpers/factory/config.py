@@ -1,0 +1,62 @@
+"""The serving settings of one factory server (request limits, batching), from the defaults,
+``MODERATION_FACTORY_<NAME>`` environment variables and ``serve`` options. Kept free of heavy
+imports so that the command line stays quick; :mod:`.limits` enforces them."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from moderation_helpers.factory.batcher import BatchSettings
+
+ENV_PREFIX = "MODERATION_FACTORY_"
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    """Request limits and batching settings of one factory server."""
+
+    max_inputs: int = 1024
+    max_text_chars: int = 20_000
+    max_upload_bytes: int = 512 * 1024 * 1024  # the Mistral API's file limit
+    max_body_bytes: int = 64 * 1024 * 1024
+    max_queued_requests: int = 64
+    batch_window_ms: float = 4.0
+    max_batch_tokens: int = 8192
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> ServingConfig:
+        """Defaults, then ``MODERATION_FACTORY_<NAME>`` variables, then ``overrides`` not None."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = environ.get(ENV_PREFIX + f.name.upper())
+            if raw:
+                try:
+                    values[f.name] = float(raw) if f.type == "float" else int(raw)
+                except ValueError:
+                    raise ValueError(f"{env_name(f.name)}={raw!r} is not a number") from None
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        config = replace(cls(), **values)
+        for f in fields(config):
+            if getattr(config, f.name) <= 0:
+                raise ValueError(f"{f.name} must be positive, got {getattr(config, f.name)}")
+        return config
+
+    @property
+    def batching(self) -> BatchSettings:
+        """The batcher's part of the settings."""
+        from moderation_helpers.factory.batcher import BatchSettings
+
+        return BatchSettings(
+            window_ms=self.batch_window_ms,
+            max_batch_tokens=self.max_batch_tokens,
+            max_queued_requests=self.max_queued_requests,
+        )
+
+
+def env_name(limit: str) -> str:
+    """The environment variable that sets ``limit``."""
+    return ENV_PREFIX + limit.upper()
