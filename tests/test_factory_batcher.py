@@ -134,7 +134,7 @@ def test_a_model_that_fails_to_load_fails_its_requests_and_is_replaced():
 def test_evicted_model_answers_what_it_holds_then_stops(monkeypatch):
     gate = threading.Event()
     runtime = FakeRuntime(gate)
-    monkeypatch.setattr(model_cache, "load_runtime", lambda path: runtime)
+    monkeypatch.setattr(model_cache, "load_runtime", lambda path, cache=None: runtime)
     cache = model_cache.ModelCache(size=1)
     batcher = cache.batcher("m1", "unused")
     pending = batcher.submit(["held"])
@@ -150,7 +150,7 @@ def test_evicted_model_answers_what_it_holds_then_stops(monkeypatch):
 # -- through the HTTP route ------------------------------------------------------------------
 def app_with_model(tmp_path, monkeypatch, runtime, **config):
     """The factory app (no scheduler) holding one registered model that ``runtime`` serves."""
-    monkeypatch.setattr(model_cache, "load_runtime", lambda path: runtime)
+    monkeypatch.setattr(model_cache, "load_runtime", lambda path, cache=None: runtime)
     store = Store(tmp_path / "store")
     targets = [{"name": "moderation", "labels": ["safe", "toxic"]}]
     store.add_model(MODEL_ID, "job", "ministral-3b-latest", targets, tmp_path / "weights")
