@@ -1,9 +1,13 @@
 """The local Classifier Factory's HTTP API: the Mistral API's routes for files, classifier
-fine-tuning jobs, fine-tuned models and classifications, in the shapes ``mistralai`` 2.x parses.
+fine-tuning jobs, fine-tuned models, classifications and moderations, in the shapes
+``mistralai`` 2.x parses.
 
 This module only assembles the app: the shared state (store, scheduler, loaded models), the
 lifespan that starts and stops the job queue, the token check, and one router per resource
-(``routes/``: find a route by its path).
+(``routes/``: find a route by its path): ``files`` (/v1/files), ``jobs`` (/v1/fine_tuning/jobs),
+``fine_tuned_models`` (/v1/fine_tuning/models), ``models`` (/v1/models), ``classifications``
+(/v1/classifications, /v1/chat/classifications), ``moderations`` (/v1/moderations,
+/v1/chat/moderations). Any other /v1 path answers a 404 that says it is not implemented here.
 
 Errors are the API's: 404 for an unknown id, 422 with a ``detail`` whose ``loc`` names the field,
 409 for an action the job's status does not allow, 401 when a token is configured and the
@@ -20,7 +24,14 @@ from pathlib import Path
 from fastapi import Depends, FastAPI, HTTPException, Request
 
 from moderation_helpers.factory.model_cache import ModelCache
-from moderation_helpers.factory.routes import classifications, files, jobs, models
+from moderation_helpers.factory.routes import (
+    classifications,
+    files,
+    fine_tuned_models,
+    jobs,
+    models,
+    moderations,
+)
 from moderation_helpers.factory.store import Store
 from moderation_helpers.factory.worker import Scheduler
 
@@ -58,14 +69,23 @@ def create_app(
                 headers={"WWW-Authenticate": "Bearer"},
             )
 
-    app = FastAPI(
-        title="moderation-cookbook local Classifier Factory",
-        lifespan=lifespan,
-        dependencies=[Depends(check_token)],
-    )
+    app = FastAPI(title="moderation-cookbook local Classifier Factory", lifespan=lifespan)
     app.state.store = store
     app.state.scheduler = scheduler
     app.state.models = ModelCache()
-    for module in (files, jobs, models, classifications):
-        app.include_router(module.router)
+    for module in (files, jobs, fine_tuned_models, models, classifications, moderations):
+        app.include_router(module.router, dependencies=[Depends(check_token)])
+    # A signed file URL is its own credential (HMAC, expiry): no token asked.
+    app.include_router(files.signed_router)
+
+    methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+
+    @app.api_route("/v1/{rest:path}", methods=methods, include_in_schema=False)
+    def not_implemented(rest: str, _: None = Depends(check_token)) -> None:
+        raise HTTPException(
+            status_code=404,
+            detail=f"/v1/{rest} is not implemented by the local Classifier Factory "
+            "(see the README's list of what it does not implement)",
+        )
+
     return app

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 
 from moderation_helpers.factory.model_cache import ModelCache
 from moderation_helpers.factory.store import Store
@@ -26,3 +26,7 @@ def _models(request: Request) -> ModelCache:
 StoreDep = Annotated[Store, Depends(_store)]
 SchedulerDep = Annotated[Scheduler, Depends(_scheduler)]
 ModelsDep = Annotated[ModelCache, Depends(_models)]
+
+# Bounds of the list routes' paging (page * page_size must stay an SQLite integer).
+Page = Annotated[int, Query(ge=0, le=1_000_000, description="0-based page number")]
+PageSize = Annotated[int, Query(ge=1, le=1_000, description="items per page")]

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException
 
 from moderation_helpers.factory.responses import invalid, job_out, not_found
-from moderation_helpers.factory.routes.deps import SchedulerDep, StoreDep
+from moderation_helpers.factory.routes.deps import Page, PageSize, SchedulerDep, StoreDep
 from moderation_helpers.factory.schemas import JobIn
 from moderation_helpers.factory.store import TERMINAL_STATUSES, Store
 
@@ -64,8 +64,8 @@ def create_job(body: JobIn, store: StoreDep, scheduler: SchedulerDep) -> dict[st
 @router.get("")
 def list_jobs(
     store: StoreDep,
-    page: int = 0,
-    page_size: int = 100,
+    page: Page = 0,
+    page_size: PageSize = 100,
     model: str | None = None,
     created_after: datetime | None = None,
     created_before: datetime | None = None,
