@@ -144,6 +144,10 @@ def test_moderate_flags_at_0_5_until_thresholds_are_published(sdk, http):
     raw = http.post("/v1/moderations", json={"model": MODEL, "input": "x"})
     assert raw.headers[moderations.THRESHOLDS_HEADER] == "tuned"
     assert http.get(f"/v1/fine_tuning/models/{MODEL}/thresholds").json()["source"] == "tuned"
+    assert http.delete(f"/v1/fine_tuning/models/{MODEL}/thresholds").json()["source"] == (
+        "default-0.5"
+    )
+    assert sdk.classifiers.moderate(model=MODEL, inputs=texts).results[1].categories["threat"]
 
 
 def test_moderate_chat_takes_one_conversation_or_several(sdk):

@@ -7,7 +7,8 @@ the API: archiving tidies the list, it does not switch a model off.
 ``PUT /v1/fine_tuning/models/{id}/thresholds`` takes the ``thresholds.json`` document that
 ``04_infer`` writes (``moderation_helpers.moderation.publish_thresholds`` sends it); the
 thresholds are kept with the model in the store, and ``/v1/moderations`` flags with them.
-``GET`` on the same path shows what moderation uses now. Mistral's API has no such route.
+``GET`` on the same path shows what moderation uses now, ``DELETE`` goes back to 0.5. Mistral's
+API has no such routes.
 """
 
 from __future__ import annotations
@@ -84,3 +85,8 @@ def put_thresholds(store: StoreDep, model_id: str, body: ThresholdsIn) -> dict[s
                 raise invalid(where, "a threshold is a score between 0 and 1", value)
     updated = _update(store, model_id, thresholds=body.thresholds, safe_label=body.safe_label)
     return _thresholds_out(updated)
+
+
+@router.delete("/{model_id}/thresholds")
+def delete_thresholds(store: StoreDep, model_id: str) -> dict[str, Any]:
+    return _thresholds_out(_update(store, model_id, thresholds=None, safe_label=None))

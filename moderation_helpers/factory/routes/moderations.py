@@ -63,7 +63,7 @@ def flags_rule(record: dict[str, Any]) -> tuple[dict[tuple[str, str], float], st
         for t in record["targets"]
         for label in t["labels"]
     }
-    source = "tuned" if published else f"default-{DEFAULT_THRESHOLD}"
+    source = "tuned" if any(published.values()) else f"default-{DEFAULT_THRESHOLD}"
     return limits, meta.get("safe_label") or DEFAULT_SAFE_LABEL, source
 
 
