@@ -49,8 +49,9 @@ def message_problems(
     ``messages`` must be a non-empty list of objects, each with a known ``role`` and a non-empty
     string ``content``; fields are named like ``messages[2].role`` so an error points at the turn.
     ``allow_chunks`` (an API request's messages) also accepts the API's content chunks, of which
-    only ``text`` ones can be read, and a null or empty content (an assistant turn that only
-    called tools): the turn is then rendered with its role alone.
+    only ``text`` ones can be read, and an empty or null content (not for ``system``; an
+    assistant turn that only called tools may also leave it out): the turn is then rendered
+    with its role alone.
     """
     if not isinstance(messages, list):
         return [(field, f"expected a list of messages, got {type(messages).__name__}")]
@@ -67,14 +68,13 @@ def message_problems(
             problems.append((f"{where}.role", "missing"))
         elif role not in ROLES:
             problems.append((f"{where}.role", f"unknown role {role!r}; expected one of {ROLES}"))
-        if "content" not in message:
-            if not allow_chunks:
-                problems.append((f"{where}.content", "missing"))
-            continue
-        content = message["content"]
-        if allow_chunks and isinstance(content, list):
+        content = message.get("content")
+        # The API lets an assistant turn leave content out, and any turn but system's be null.
+        if "content" not in message and not (allow_chunks and role == "assistant"):
+            problems.append((f"{where}.content", "missing"))
+        elif allow_chunks and isinstance(content, list):
             problems += _chunk_problems(content, f"{where}.content")
-        elif allow_chunks and (content is None or content == ""):
+        elif allow_chunks and (content == "" or (content is None and role != "system")):
             continue
         elif not isinstance(content, str):
             problems.append(

@@ -22,6 +22,9 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from moderation_helpers.factory.model_cache import ModelCache
 from moderation_helpers.factory.routes import (
@@ -32,6 +35,7 @@ from moderation_helpers.factory.routes import (
     models,
     moderations,
 )
+from moderation_helpers.factory.routes.deps import reject_unknown_query
 from moderation_helpers.factory.store import Store
 from moderation_helpers.factory.worker import Scheduler
 
@@ -74,18 +78,35 @@ def create_app(
     app.state.scheduler = scheduler
     app.state.models = ModelCache()
     for module in (files, jobs, fine_tuned_models, models, classifications, moderations):
-        app.include_router(module.router, dependencies=[Depends(check_token)])
+        app.include_router(
+            module.router, dependencies=[Depends(check_token), Depends(reject_unknown_query)]
+        )
     # A signed file URL is its own credential (HMAC, expiry): no token asked.
     app.include_router(files.signed_router)
 
-    methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
-
-    @app.api_route("/v1/{rest:path}", methods=methods, include_in_schema=False)
-    def not_implemented(rest: str, _: None = Depends(check_token)) -> None:
-        raise HTTPException(
-            status_code=404,
-            detail=f"/v1/{rest} is not implemented by the local Classifier Factory "
-            "(see the README's list of what it does not implement)",
-        )
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail, headers = exc.detail, dict(exc.headers or {})
+        if exc.status_code == 404 and detail == "Not Found":  # no route has this path
+            detail = (
+                f"{request.url.path} is not implemented by the local Classifier Factory "
+                "(see the README's list of what it does not implement)"
+            )
+        elif exc.status_code == 405:
+            # Every method of the path, not only those of the first route that matched it.
+            headers["Allow"] = ", ".join(allowed_methods(app, request.url.path))
+        return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=headers)
 
     return app
+
+
+def allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """The methods the app's routes answer on ``path``."""
+    return sorted(
+        {
+            method
+            for route in app.routes
+            if isinstance(route, APIRoute) and route.path_regex.match(path)
+            for method in route.methods
+        }
+    )

@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 
 MAX_CONTEXT_LENGTH = 512  # the encoder's position embeddings
 OWNER = "moderation-cookbook"
+MIMETYPE = "application/jsonl"
 
 
 def not_found(kind: str, ident: str) -> HTTPException:
@@ -37,7 +38,7 @@ def file_out(record: dict[str, Any], *, with_deleted: bool = False) -> dict[str,
         "sample_type": "instruct",
         "source": "upload",
         "num_lines": record["num_lines"],
-        "mimetype": "application/jsonl",
+        "mimetype": MIMETYPE,
         "signature": None,
         "expires_at": None,
         "visibility": "workspace",

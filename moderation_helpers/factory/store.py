@@ -174,15 +174,20 @@ class Store:
         rows = self._query("SELECT * FROM files WHERE id=? AND deleted=0", (file_id,))
         return dict(rows[0]) if rows else None
 
-    def list_files(self, page: int = 0, page_size: int = 100) -> tuple[list[dict], int]:
-        """One page of files, newest first, and the total count."""
-        total = self._query("SELECT COUNT(*) AS n FROM files WHERE deleted=0")[0]["n"]
+    def list_files(
+        self, page: int = 0, page_size: int = 100, *, purpose: str | None = None, search: str = ""
+    ) -> tuple[list[dict], int]:
+        """One page of files (of ``purpose``, whose name contains ``search``), newest first,
+        and the total count."""
+        where = "deleted=0 AND (? IS NULL OR purpose=?) AND instr(filename, ?) > 0"
+        args = (purpose, purpose, search)
+        total = self._query(f"SELECT COUNT(*) AS n FROM files WHERE {where}", args)[0]["n"]
         if page * page_size >= total:  # past the end (and no offset too large for SQLite)
             return [], total
         rows = self._query(
-            "SELECT * FROM files WHERE deleted=0 ORDER BY created_at DESC, rowid DESC "
+            f"SELECT * FROM files WHERE {where} ORDER BY created_at DESC, rowid DESC "
             "LIMIT ? OFFSET ?",
-            (page_size, page * page_size),
+            (*args, page_size, page * page_size),
         )
         return [dict(r) for r in rows], total
 

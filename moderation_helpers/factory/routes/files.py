@@ -12,18 +12,26 @@ import hashlib
 import hmac
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import FileResponse
 
-from moderation_helpers.factory.responses import file_out, invalid, not_found
+from moderation_helpers.factory.responses import MIMETYPE, file_out, invalid, not_found
 from moderation_helpers.factory.routes.deps import Page, PageSize, StoreDep
 from moderation_helpers.factory.store import Store
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
+# The spec's enums for the list filters.
+SampleType = Literal["pretrain", "instruct", "batch_request", "batch_result", "batch_error"]
+Source = Literal["upload", "repository", "mistral"]
+FilePurpose = Literal["fine-tune", "batch", "ocr"]
 signed_router = APIRouter(prefix="/v1/files", tags=["files"])
+# The spec's enums for the list filters.
+SampleType = Literal["pretrain", "instruct", "batch_request", "batch_result", "batch_error"]
+Source = Literal["upload", "repository", "mistral"]
+FilePurpose = Literal["fine-tune", "batch", "ocr"]
 
 MAX_URL_HOURS = 24 * 7
 
@@ -49,9 +57,24 @@ def list_files(
     store: StoreDep,
     page: Page = 0,
     page_size: PageSize = 100,
+    include_total: bool = True,
+    sample_type: Annotated[list[SampleType] | None, Query()] = None,
+    source: Annotated[list[Source] | None, Query()] = None,
+    search: Annotated[str | None, Query(max_length=1_000)] = None,
+    purpose: FilePurpose | None = None,
+    mimetypes: Annotated[list[str] | None, Query()] = None,
 ) -> dict[str, Any]:
-    records, total = store.list_files(page, page_size)
-    return {"data": [file_out(r) for r in records], "object": "list", "total": total}
+    # Every upload here is an "instruct" JSONL "upload": other filters match nothing.
+    if (
+        (sample_type and "instruct" not in sample_type)
+        or (source and "upload" not in source)
+        or (mimetypes and MIMETYPE not in mimetypes)
+    ):
+        records, total = [], 0
+    else:
+        records, total = store.list_files(page, page_size, purpose=purpose, search=search or "")
+    data = [file_out(r) for r in records]
+    return {"data": data, "object": "list", "total": total if include_total else None}
 
 
 def _file_or_404(store: Store, file_id: str) -> dict[str, Any]:
