@@ -209,3 +209,11 @@ def token_limits(tokenizer: Any, seq_len: int) -> dict[str, Any]:
         "count_tokens": count_tokens,
         "max_tokens": seq_len - tokenizer.num_special_tokens_to_add(pair=False),
     }
+
+
+def encoder_inputs(
+    examples: Sequence[Mapping[str, Any]], tokenizer: Any, seq_len: int
+) -> list[str]:
+    """:func:`example_texts` within a Hugging Face tokenizer's ``seq_len`` (what the trainer
+    feeds the encoder: a conversation keeps its latest turns that fit)."""
+    return example_texts(examples, **token_limits(tokenizer, seq_len))
