@@ -22,8 +22,9 @@ CONVERSATION = [
 
 
 def labels_of(client, model: str) -> set[str]:
-    card = client.models.retrieve(model_id=model)
-    return {label for target in card.classifier_targets for label in target.labels}
+    """The model's labels, from the job that trained it (a model card has no targets)."""
+    job = client.fine_tuning.jobs.get(job_id=client.models.retrieve(model_id=model).job)
+    return {label for target in job.classifier_targets for label in target.labels}
 
 
 def check_chat_and_moderation(client, model: str) -> None:
