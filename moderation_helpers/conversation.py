@@ -12,12 +12,18 @@ When the rendering is longer than the model's ``seq_len``, the **earliest** turn
 (the latest turn is what is being moderated), and a latest turn that alone is too long keeps its
 beginning, as a text would. The validator, the trainer, the factory's chat routes, the exported
 model folder and the Moderator all call this module, so a chat reads the same everywhere.
+
+Training lines hold ``content`` as a string; API requests (``/v1/chat/classifications``) may also
+send the API's content chunks (``[{"type": "text", "text": "..."}]``): their text parts are joined.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+
+import numpy as np
+import pandas as pd
 
 # The roles of Mistral's chat messages (openapi.yaml: SystemMessage, UserMessage,
 # AssistantMessage, ToolMessage).
@@ -32,13 +38,20 @@ RENDERING = {
 }
 
 Message = Mapping[str, Any]
+CountTokens = Callable[[Sequence[str]], Sequence[int]]
 
 
-def message_problems(messages: Any, field: str = "messages") -> list[tuple[str, str]]:
+def message_problems(
+    messages: Any, field: str = "messages", *, allow_chunks: bool = False
+) -> list[tuple[str, str]]:
     """What is wrong with a ``messages`` value, as ``(field, message)`` pairs (empty if valid).
 
     ``messages`` must be a non-empty list of objects, each with a known ``role`` and a non-empty
     string ``content``; fields are named like ``messages[2].role`` so an error points at the turn.
+    ``allow_chunks`` (an API request's messages) also accepts the API's content chunks, of which
+    only ``text`` ones can be read, and an empty or null content (not for ``system``; an
+    assistant turn that only called tools may also leave it out): the turn is then rendered
+    with its role alone.
     """
     if not isinstance(messages, list):
         return [(field, f"expected a list of messages, got {type(messages).__name__}")]
@@ -56,8 +69,13 @@ def message_problems(messages: Any, field: str = "messages") -> list[tuple[str, 
         elif role not in ROLES:
             problems.append((f"{where}.role", f"unknown role {role!r}; expected one of {ROLES}"))
         content = message.get("content")
-        if "content" not in message:
+        # The API lets an assistant turn leave content out, and any turn but system's be null.
+        if "content" not in message and not (allow_chunks and role == "assistant"):
             problems.append((f"{where}.content", "missing"))
+        elif allow_chunks and isinstance(content, list):
+            problems += _chunk_problems(content, f"{where}.content")
+        elif allow_chunks and (content == "" or (content is None and role != "system")):
+            continue
         elif not isinstance(content, str):
             problems.append(
                 (f"{where}.content", f"expected a string, got {type(content).__name__}")
@@ -67,54 +85,135 @@ def message_problems(messages: Any, field: str = "messages") -> list[tuple[str, 
     return problems
 
 
+def _chunk_problems(chunks: list, where: str) -> list[tuple[str, str]]:
+    problems = []
+    for j, chunk in enumerate(chunks):
+        if not isinstance(chunk, dict) or chunk.get("type", "text") != "text":
+            kind = chunk.get("type") if isinstance(chunk, dict) else type(chunk).__name__
+            problems.append((f"{where}[{j}]", f"only text chunks can be classified, got {kind!r}"))
+        elif not isinstance(chunk.get("text"), str):
+            problems.append((f"{where}[{j}].text", "expected a string"))
+    return problems
+
+
+def content_text(content: Any) -> str:
+    """A message's content as text: a string, or the text chunks joined (None reads as "")."""
+    if content is None:
+        return ""
+    if isinstance(content, list):
+        return " ".join(str(c.get("text", "")) for c in content if isinstance(c, dict))
+    return str(content)
+
+
 def render_turn(message: Message) -> str:
     """One turn as the encoder reads it: ``"{role}: {content}"`` with the content stripped."""
-    return f"{message['role']}: {str(message['content']).strip()}"
-
-
-def render(
-    messages: Sequence[Message],
-    *,
-    count_tokens: Callable[[Sequence[str]], Sequence[int]] | None = None,
-    max_tokens: int | None = None,
-) -> str:
-    """The conversation as one string; with ``count_tokens`` and ``max_tokens``, only the
-    latest turns that fit.
-
-    ``count_tokens(strings)`` returns each string's token count without special tokens;
-    ``max_tokens`` is the budget for the rendering (the model's ``seq_len`` less its special
-    tokens). The latest turn is always kept, even when it alone is over budget (the tokenizer
-    then truncates its end, as for a text).
-    """
-    turns = [render_turn(m) for m in messages]
-    if count_tokens is None or max_tokens is None or len(turns) <= 1:
-        return TURN_SEPARATOR.join(turns)
-    lengths = list(count_tokens(turns))
-    # Each separator costs nothing for BERT-style tokenizers (whitespace); count 1 to be safe.
-    used, first = lengths[-1], len(turns) - 1
-    while first > 0 and used + 1 + lengths[first - 1] <= max_tokens:
-        first -= 1
-        used += 1 + lengths[first]
-    return TURN_SEPARATOR.join(turns[first:])
+    return f"{message['role']}: {content_text(message.get('content')).strip()}"
 
 
 def render_many(
     conversations: Sequence[Sequence[Message]],
     *,
-    count_tokens: Callable[[Sequence[str]], Sequence[int]] | None = None,
+    count_tokens: CountTokens | None = None,
     max_tokens: int | None = None,
 ) -> list[str]:
-    """:func:`render` for each conversation."""
-    return [render(c, count_tokens=count_tokens, max_tokens=max_tokens) for c in conversations]
+    """Each conversation as one string; with ``count_tokens`` and ``max_tokens``, only the latest
+    turns that fit.
+
+    ``count_tokens(strings)`` returns each string's token count without special tokens (one
+    call for every turn of every conversation); ``max_tokens`` is the budget for a rendering (the
+    model's ``seq_len`` less its special tokens). The latest turn is always kept, even when it
+    alone is over budget (the tokenizer then truncates its end, as for a text).
+    """
+    if not len(conversations):
+        return []
+    turns = pd.Series(list(conversations), dtype=object).explode().dropna()
+    frame = pd.DataFrame.from_records(turns.tolist(), columns=["role", "content"])
+    frame.index = turns.index  # the conversation each turn belongs to
+    contents = frame["content"].map(content_text).str.strip()
+    frame["turn"] = frame["role"].astype(str) + ": " + contents
+    if count_tokens is not None and max_tokens is not None:
+        # Tokens from each turn to the end of its conversation (1 per separator, to be safe):
+        # the turns kept are those whose suffix fits, and always the last one.
+        cost = pd.Series(np.asarray(count_tokens(frame["turn"].tolist())) + 1, index=frame.index)
+        from_end = cost[::-1].groupby(level=0).cumsum()[::-1] - 1
+        last = ~frame.index.duplicated(keep="last")
+        frame = frame[(from_end.to_numpy() <= max_tokens) | last]
+    rendered = frame.groupby(level=0)["turn"].agg(TURN_SEPARATOR.join)
+    return rendered.reindex(range(len(conversations)), fill_value="").tolist()
+
+
+def render(
+    messages: Sequence[Message],
+    *,
+    count_tokens: CountTokens | None = None,
+    max_tokens: int | None = None,
+) -> str:
+    """One conversation as one string (see :func:`render_many`)."""
+    return render_many([messages], count_tokens=count_tokens, max_tokens=max_tokens)[0]
+
+
+def example_texts(
+    examples: Sequence[Mapping[str, Any]],
+    *,
+    count_tokens: CountTokens | None = None,
+    max_tokens: int | None = None,
+) -> list[str]:
+    """The encoder inputs of JSONL examples: each ``text``, or its rendered ``messages`` (all the
+    conversations rendered in one :func:`render_many` call)."""
+    texts: list[str | None] = [ex.get("text") for ex in examples]
+    chats = [i for i, ex in enumerate(examples) if "messages" in ex]
+    rendered = render_many(
+        [examples[i]["messages"] for i in chats], count_tokens=count_tokens, max_tokens=max_tokens
+    )
+    for i, text in zip(chats, rendered, strict=True):
+        texts[i] = text
+    return texts  # type: ignore[return-value]
+
+
+def frame_texts(
+    frame: pd.DataFrame,
+    *,
+    count_tokens: CountTokens | None = None,
+    max_tokens: int | None = None,
+) -> pd.Series:
+    """The encoder inputs of a frame of JSONL lines (``text`` and/or ``messages`` columns)."""
+    texts = frame["text"] if "text" in frame else pd.Series(None, index=frame.index)
+    texts = texts.astype(object).copy()
+    if "messages" in frame:
+        chats = frame["messages"].notna().to_numpy()
+        texts[chats] = render_many(
+            frame["messages"][chats].tolist(), count_tokens=count_tokens, max_tokens=max_tokens
+        )
+    return texts
 
 
 def example_text(
     example: Mapping[str, Any],
     *,
-    count_tokens: Callable[[Sequence[str]], Sequence[int]] | None = None,
+    count_tokens: CountTokens | None = None,
     max_tokens: int | None = None,
 ) -> str:
     """The encoder input of one JSONL example: its ``text``, or its rendered ``messages``."""
-    if "messages" in example:
-        return render(example["messages"], count_tokens=count_tokens, max_tokens=max_tokens)
-    return example["text"]
+    return example_texts([example], count_tokens=count_tokens, max_tokens=max_tokens)[0]
+
+
+def token_limits(tokenizer: Any, seq_len: int) -> dict[str, Any]:
+    """``count_tokens`` and ``max_tokens`` for a Hugging Face tokenizer reading ``seq_len``
+    tokens (special tokens included), to pass on as ``render_many(..., **token_limits(...))``."""
+
+    def count_tokens(strings: Sequence[str]) -> list[int]:
+        ids = tokenizer(list(strings), add_special_tokens=False, truncation=False)["input_ids"]
+        return [len(x) for x in ids]
+
+    return {
+        "count_tokens": count_tokens,
+        "max_tokens": seq_len - tokenizer.num_special_tokens_to_add(pair=False),
+    }
+
+
+def encoder_inputs(
+    examples: Sequence[Mapping[str, Any]], tokenizer: Any, seq_len: int
+) -> list[str]:
+    """:func:`example_texts` within a Hugging Face tokenizer's ``seq_len`` (what the trainer
+    feeds the encoder: a conversation keeps its latest turns that fit)."""
+    return example_texts(examples, **token_limits(tokenizer, seq_len))

@@ -9,7 +9,11 @@ The recipe (Mistral's Classifier Factory moderation cookbook), step by step:
    flagged rows (greedily, in row order, as the recipe does), then shuffle with a seed.
 4. ``drop_rare_labels``: labels rarer than ``min_label_fraction`` over all splits are removed;
    rows left without a label become ``safe``.
-5. ``write_split_jsonl``: one ``{"text": ..., "labels": {"moderation": [...]}}`` line per row.
+5. ``write_split_jsonl``: one ``{"text": ..., "labels": {"moderation": [...]}}`` line per row,
+   or, with ``dataset_format="chat"``, the Factory's conversation kind: each comment becomes the
+   user turn of a two-turn conversation after a fixed system turn saying what it is
+   (:data:`CHAT_CONTEXT`), ``{"messages": [{"role": "system", ...}, {"role": "user",
+   "content": comment}], "labels": ...}``.
 
 ``prepare_run`` does it all and also writes ``prepare_summary.json`` and ``distribution.png``.
 Everything is vectorized (pandas/numpy); the only Python loops run over splits, labels or
@@ -18,6 +22,7 @@ label combinations, never over rows.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -47,6 +52,9 @@ CIVIL_COMMENTS_LABELS = (
 )
 DEFAULT_TARGET = "moderation"
 SAFE_LABEL = "safe"
+DATASET_FORMATS = ("text", "chat")
+# The fixed first turn of each conversation in chat format: what the user turn is.
+CHAT_CONTEXT = "A reader's comment on a news article."
 LOCAL_MIRROR_HINT = "../shared/data/civil_comments"
 _HUB_CHECK_TIMEOUT_S = 5.0
 _LOAD_BATCH_ROWS = 10_000
@@ -369,6 +377,24 @@ def records_to_jsonl(records: pd.DataFrame) -> str:
     return body if body.endswith("\n") else body + "\n"
 
 
+def text_jsonl_to_chat(body: str, context: str = CHAT_CONTEXT) -> str:
+    """``text`` JSONL (as :func:`records_to_jsonl` writes it) as conversation JSONL: each text
+    becomes the user turn after a fixed system turn ``context``.
+
+    Done on the whole JSONL text at once: in a JSON string every quote is escaped, so each
+    line's only unescaped ``","labels":`` is where its text ends.
+    """
+    if not body:
+        return body
+    opening = (
+        '{"messages":[{"role":"system","content":'
+        + json.dumps(context, ensure_ascii=True)
+        + '},{"role":"user","content":'
+    )
+    body = ("\n" + body).replace('\n{"text":', "\n" + opening)[1:]
+    return body.replace('","labels":', '"}],"labels":')
+
+
 def write_split_jsonl(
     texts: pd.Series,
     flags: pd.DataFrame,
@@ -376,9 +402,14 @@ def write_split_jsonl(
     *,
     target: str = DEFAULT_TARGET,
     safe_label: str = SAFE_LABEL,
+    dataset_format: str = "text",
 ) -> Path:
-    """Write one split as Classifier Factory JSONL, atomically (all or nothing)."""
-    return atomic_write_text(path, records_to_jsonl(to_records(texts, flags, target, safe_label)))
+    """Write one split as Classifier Factory JSONL, atomically (all or nothing):
+    ``dataset_format`` ``"text"`` (text lines) or ``"chat"`` (conversation lines)."""
+    if dataset_format not in DATASET_FORMATS:
+        raise ValueError(f"dataset_format must be one of {DATASET_FORMATS}, got {dataset_format!r}")
+    body = records_to_jsonl(to_records(texts, flags, target, safe_label))
+    return atomic_write_text(path, text_jsonl_to_chat(body) if dataset_format == "chat" else body)
 
 
 # ----------------------------------------------------------------------------------- report
@@ -467,6 +498,7 @@ def prepare_run(
     label_columns: Sequence[str] | None = None,
     target: str = DEFAULT_TARGET,
     safe_label: str = SAFE_LABEL,
+    dataset_format: str = "text",
     progress: bool = False,
 ) -> dict[str, Any]:
     """The whole prepare step: JSONL per split, ``distribution.png`` and the summary.
@@ -488,6 +520,7 @@ def prepare_run(
         seed=seed,
         text_column=text_column,
         label_columns=None if label_columns is None else list(label_columns),
+        dataset_format=dataset_format,
     )
     sizes = {"train": n_train, "validation": n_validation, "test": n_test}
     raw = load_splits(
@@ -509,6 +542,7 @@ def prepare_run(
             run / SPLIT_FILES[split],
             target=target,
             safe_label=safe_label,
+            dataset_format=dataset_format,
         )
     plot_distribution(kept, path=run / DISTRIBUTION_PNG, safe_label=safe_label)
     summary = summarize(

@@ -1,8 +1,9 @@
 """Validate, read and write Classifier Factory JSONL.
 
-One line is one example::
+One line is one example, a text or a conversation (the Factory's two dataset kinds)::
 
     {"text": "...", "labels": {"moderation": ["insult", "toxicity"]}}
+    {"messages": [{"role": "user", "content": "..."}], "labels": {"moderation": "safe"}}
 
 ``labels`` maps a *target* (a classification task) to one label (``single_class``) or a list of
 labels (``multi_class``). Every error names the file, the 1-based line and the field, so a
@@ -21,6 +22,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from moderation_helpers.conversation import message_problems
 
 SINGLE_CLASS = "single_class"
 MULTI_CLASS = "multi_class"
@@ -83,8 +86,13 @@ def _check_line(
         bad("<line>", f"expected a JSON object, got {type(obj).__name__}")
         return problems, labels_of, is_list
     text = obj.get("text")
-    if "text" not in obj:
-        bad("text", "missing")
+    if "text" in obj and "messages" in obj:
+        bad("messages", "a line holds either 'text' or 'messages', not both")
+    elif "messages" in obj:
+        for fld, msg in message_problems(obj["messages"]):
+            bad(fld, msg)
+    elif "text" not in obj:
+        bad("text", "missing: a line needs 'text' (a string) or 'messages' (a conversation)")
     elif not isinstance(text, str):
         bad("text", f"expected a string, got {type(text).__name__}")
     elif not text.strip():

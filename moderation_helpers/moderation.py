@@ -90,6 +90,35 @@ def save_thresholds(run_dir: str | os.PathLike, record: Mapping[str, Any]) -> Pa
     return write_json(run_dir, THRESHOLDS_JSON, dict(record))
 
 
+def publish_thresholds(
+    server_url: str, record: Mapping[str, Any], *, token: str | None = None, timeout: float = 30
+) -> dict[str, Any]:
+    """Send a ``thresholds.json`` record to the local factory that serves its model, so that
+    its ``/v1/moderations`` routes flag with the tuned thresholds (a local-only route:
+    ``PUT /v1/fine_tuning/models/{model}/thresholds``). Returns what the factory now uses.
+
+    The token, if the factory requires one, comes from ``$MODERATION_FACTORY_TOKEN`` (or
+    ``token``), never from a parameter that is written anywhere.
+    """
+    import httpx
+
+    from moderation_helpers.backends import TOKEN_ENV
+
+    token = token or os.environ.get(TOKEN_ENV)
+    response = httpx.put(
+        f"{server_url.rstrip('/')}/v1/fine_tuning/models/{record['model']}/thresholds",
+        json={"thresholds": record["thresholds"], "safe_label": record.get("safe_label")},
+        headers={"Authorization": f"Bearer {token}"} if token else {},
+        timeout=timeout,
+    )
+    if response.status_code != 200:
+        raise RuntimeError(
+            f"publishing thresholds of {record['model']} to {server_url} failed: "
+            f"{response.status_code} {response.text[:300]}"
+        )
+    return response.json()
+
+
 def load_thresholds(run_dir: str | os.PathLike) -> dict[str, Any]:
     """Read ``thresholds.json`` (written by 04_infer) from the run folder."""
     return read_json(run_dir, THRESHOLDS_JSON)

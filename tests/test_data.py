@@ -400,3 +400,24 @@ def test_the_distribution_figure_has_three_panels_per_split(tmp_path):
     assert [b.get_height() for b in bars] == [1, 2, 2, 1], "not flagged, then flagged, per label"
     assert (tmp_path / "fig" / "distribution.png").read_bytes()[:4] == b"\x89PNG"
     assert [p.name for p in (tmp_path / "fig").iterdir()] == ["distribution.png"]
+
+
+def test_chat_format_writes_each_text_as_the_user_turn_of_a_conversation(tmp_path):
+    from moderation_helpers.conversation import example_texts
+
+    texts = pd.Series(['he said "hi", "labels": {} \\', "café \u2028 a/b", "two\nlines"])
+    flags = pd.DataFrame({"insult": [True, False, False], "threat": [False, False, True]})
+    data.write_split_jsonl(texts, flags, tmp_path / "text.jsonl")
+    data.write_split_jsonl(texts, flags, tmp_path / "chat.jsonl", dataset_format="chat")
+    assert validate_jsonl(tmp_path / "chat.jsonl").label_counts == (
+        validate_jsonl(tmp_path / "text.jsonl").label_counts
+    )
+    lines = read_jsonl(tmp_path / "chat.jsonl")
+    assert [ex["labels"] for ex in lines] == [
+        ex["labels"] for ex in read_jsonl(tmp_path / "text.jsonl")
+    ]
+    assert [ex["messages"][1] for ex in lines] == [{"role": "user", "content": t} for t in texts]
+    assert {ex["messages"][0]["content"] for ex in lines} == {data.CHAT_CONTEXT}
+    assert example_texts(lines)[2] == f"system: {data.CHAT_CONTEXT}\nuser: two\nlines"
+    with pytest.raises(ValueError, match="dataset_format"):
+        data.write_split_jsonl(texts, flags, tmp_path / "x.jsonl", dataset_format="dialog")

@@ -55,6 +55,38 @@ def only_problem(path, lines: list[str], **kwargs) -> Problem:
         ('{"text": "a", "labels": {"moderation": 1}}', "labels.moderation", "label or a list"),
         ('{"text": "a", "labels": {"moderation": [""]}}', "labels.moderation", "empty label"),
         ("", "<line>", "empty line"),
+        # Conversations (the Factory's chat dataset kind).
+        ('{"messages": "hi", "labels": {"m": "x"}}', "messages", "list of messages"),
+        ('{"messages": [], "labels": {"m": "x"}}', "messages", "empty list"),
+        ('{"messages": ["hi"], "labels": {"m": "x"}}', "messages[0]", "object"),
+        (
+            '{"messages": [{"role": "bot", "content": "a"}], "labels": {"m": "x"}}',
+            "messages[0].role",
+            "unknown role 'bot'",
+        ),
+        ('{"messages": [{"content": "a"}], "labels": {"m": "x"}}', "messages[0].role", "missing"),
+        (
+            '{"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": 3}], '
+            '"labels": {"m": "x"}}',
+            "messages[1].content",
+            "expected a string",
+        ),
+        (
+            '{"messages": [{"role": "user", "content": " "}], "labels": {"m": "x"}}',
+            "messages[0].content",
+            "empty content",
+        ),
+        (
+            '{"messages": [{"role": "user"}], "labels": {"m": "x"}}',
+            "messages[0].content",
+            "missing",
+        ),
+        (
+            '{"text": "a", "messages": [{"role": "user", "content": "a"}], "labels": {"m": "x"}}',
+            "messages",
+            "not both",
+        ),
+        ('{"labels": {"m": "x"}}', "text", "or 'messages'"),
     ],
 )
 def test_a_bad_line_is_reported_with_file_line_and_field(tmp_path, bad_line, field, words):
@@ -180,3 +212,18 @@ def test_atomic_files_get_the_usual_permissions(tmp_path):
     finally:
         os.umask(umask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_chat_lines_are_valid_and_counted_like_text_lines(tmp_path):
+    chat = {
+        "messages": [
+            {"role": "system", "content": "A forum."},
+            {"role": "user", "content": "you are an idiot"},
+        ],
+        "labels": {"moderation": ["insult"]},
+    }
+    path = write_lines(tmp_path / "chat.jsonl", [json.dumps(chat), json.dumps(GOOD)])
+    report = validate_jsonl(path)
+    assert report.n_lines == 2
+    assert report.label_counts == {"moderation": {"insult": 1, "safe": 1}}
+    assert read_jsonl(path)[0]["messages"][1]["content"] == "you are an idiot"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -225,3 +226,23 @@ def test_with_a_key_auto_targets_mistral_and_no_key_is_written(
     assert FAKE_KEY not in out.out + out.err
     leaks = [p for p in run.rglob("*") if p.is_file() and FAKE_KEY.encode() in p.read_bytes()]
     assert leaks == [], f"the key was written to {leaks}"
+
+
+@pytest.mark.slow
+@pytest.mark.needs_data
+@needs_infer
+def test_whole_chain_on_conversations(civil_comments_dir, tmp_path, monkeypatch, capsys):
+    """01_prepare's chat format (each comment a user turn): the same four steps on chats."""
+    monkeypatch.delenv("MISTRAL_API_KEY", raising=False)
+    run = tmp_path / "chat"
+    args = ["--run-dir", str(run), "--source", str(civil_comments_dir), "-p", "backend", "local"]
+    status = pipeline.main([*args, "-p", "dataset_format", "chat", *SMALL])
+    captured = capsys.readouterr()
+    assert status == 0, captured.out + captured.err
+    assert_chain_outputs(run)
+    first = json.loads((run / "train.jsonl").read_text(encoding="utf-8").splitlines()[0])
+    assert set(first) == {"messages", "labels"} and first["messages"][1]["role"] == "user"
+    predictions = pd.read_parquet(run / "predictions.parquet")
+    assert predictions["text"].str.startswith("system: ").all()
+    executed = (run / "04_infer.ipynb").read_text(encoding="utf-8")
+    assert "thresholds used by the factory's moderation routes: tuned" in executed

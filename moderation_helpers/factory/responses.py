@@ -3,6 +3,7 @@ has them. Every router builds its answers here, so a shape is written once."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from fastapi import HTTPException
@@ -10,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 
 MAX_CONTEXT_LENGTH = 512  # the encoder's position embeddings
 OWNER = "moderation-cookbook"
+MIMETYPE = "application/jsonl"
 
 
 def not_found(kind: str, ident: str) -> HTTPException:
@@ -36,7 +38,7 @@ def file_out(record: dict[str, Any], *, with_deleted: bool = False) -> dict[str,
         "sample_type": "instruct",
         "source": "upload",
         "num_lines": record["num_lines"],
-        "mimetype": "application/jsonl",
+        "mimetype": MIMETYPE,
         "signature": None,
         "expires_at": None,
         "visibility": "workspace",
@@ -87,7 +89,8 @@ def job_out(job: dict[str, Any], *, detailed: bool = True) -> dict[str, Any]:
 
 def model_out(record: dict[str, Any], workspace: str) -> dict[str, Any]:
     """A fine-tuned model as ``FTModelCard`` (what ``models.list/retrieve`` parse), with the
-    fields of ``ClassifierFineTunedModel`` too."""
+    fields of ``ClassifierFineTunedModel`` too; name, description and archived as last set."""
+    meta = record.get("meta") or {}
     return {
         "id": record["id"],
         "object": "model",
@@ -99,9 +102,11 @@ def model_out(record: dict[str, Any], workspace: str) -> dict[str, Any]:
         "root": record["root"],
         "root_version": "local",
         "job": record["job_id"],
-        "name": record["id"],
-        "description": "all-MiniLM-L6-v2 fine-tuned by the local Classifier Factory",
-        "archived": False,
+        "name": meta.get("name") or record["id"],
+        "description": meta.get(
+            "description", "all-MiniLM-L6-v2 fine-tuned by the local Classifier Factory"
+        ),
+        "archived": bool(meta.get("archived", False)),
         "aliases": [],
         "max_context_length": MAX_CONTEXT_LENGTH,
         "capabilities": {
@@ -114,3 +119,12 @@ def model_out(record: dict[str, Any], workspace: str) -> dict[str, Any]:
         },
         "classifier_targets": record["targets"],
     }
+
+
+def classification_out(record: dict[str, Any], predictions: list[dict]) -> dict[str, Any]:
+    """``ClassificationResponse``: per input, ``{target: {"scores": {label: score}}}``."""
+    results = [
+        {target: {"scores": scores} for target, scores in per_input.items()}
+        for per_input in predictions
+    ]
+    return {"id": uuid.uuid4().hex, "model": record["id"], "results": results}

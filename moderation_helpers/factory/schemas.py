@@ -74,3 +74,26 @@ class ClassificationIn(BaseModel):
     model: str = Field(min_length=1)
     inputs: str | list[str] = Field(validation_alias=AliasChoices("input", "inputs"))
     metadata: dict[str, Any] | None = None
+
+
+class ChatClassificationIn(BaseModel):
+    """``POST /v1/chat/classifications`` and ``/v1/chat/moderations``: one conversation or
+    several, in any of the API's shapes (checked by :func:`routes.chat.conversations_of`)."""
+
+    model: str = Field(min_length=1)
+    inputs: Any = Field(validation_alias=AliasChoices("input", "inputs"))
+
+
+class UpdateModelIn(BaseModel):
+    """``PATCH /v1/fine_tuning/models/{id}``: what is left out stays as it is."""
+
+    name: str | None = Field(None, max_length=256)
+    description: str | None = Field(None, max_length=4096)
+
+
+class ThresholdsIn(BaseModel):
+    """``PUT /v1/fine_tuning/models/{id}/thresholds`` (local extension): the ``thresholds.json``
+    document ``04_infer`` writes; only ``thresholds`` and ``safe_label`` are read."""
+
+    thresholds: dict[str, dict[str, float]] = Field(min_length=1)
+    safe_label: str | None = "safe"

@@ -55,6 +55,7 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 CREATE TABLE IF NOT EXISTS models (
     id TEXT PRIMARY KEY, job_id TEXT NOT NULL, root TEXT NOT NULL, created INTEGER NOT NULL,
     targets TEXT NOT NULL, path TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS model_meta (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS events_job ON events (job_id);
 CREATE INDEX IF NOT EXISTS checkpoints_job ON checkpoints (job_id);
 """
@@ -100,6 +101,10 @@ class Store:
             conn.execute(
                 "INSERT OR IGNORE INTO meta VALUES ('workspace', ?)", (secrets.token_hex(4),)
             )
+            # Signs the expiring download URLs of files (GET /v1/files/{id}/url).
+            conn.execute(
+                "INSERT OR IGNORE INTO meta VALUES ('url_key', ?)", (secrets.token_hex(32),)
+            )
 
     # -- plumbing ---------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -135,6 +140,11 @@ class Store:
     def workspace(self) -> str:
         """8 hex digits fixed per store: the workspace part of fine-tuned model ids."""
         return self._query("SELECT value FROM meta WHERE key='workspace'")[0]["value"]
+
+    @property
+    def url_key(self) -> bytes:
+        """The store's secret for signing file download URLs (never sent to a client)."""
+        return self._query("SELECT value FROM meta WHERE key='url_key'")[0]["value"].encode()
 
     def job_dir(self, job_id: str) -> Path:
         """Folder for one job's training log and result."""
@@ -193,13 +203,20 @@ class Store:
         rows = self._query("SELECT * FROM files WHERE id=? AND deleted=0", (file_id,))
         return dict(rows[0]) if rows else None
 
-    def list_files(self, page: int = 0, page_size: int = 100) -> tuple[list[dict], int]:
-        """One page of files, newest first, and the total count."""
-        total = self._query("SELECT COUNT(*) AS n FROM files WHERE deleted=0")[0]["n"]
+    def list_files(
+        self, page: int = 0, page_size: int = 100, *, purpose: str | None = None, search: str = ""
+    ) -> tuple[list[dict], int]:
+        """One page of files (of ``purpose``, whose name contains ``search``), newest first,
+        and the total count."""
+        where = "deleted=0 AND (? IS NULL OR purpose=?) AND instr(filename, ?) > 0"
+        args = (purpose, purpose, search)
+        total = self._query(f"SELECT COUNT(*) AS n FROM files WHERE {where}", args)[0]["n"]
+        if page * page_size >= total:  # past the end (and no offset too large for SQLite)
+            return [], total
         rows = self._query(
-            "SELECT * FROM files WHERE deleted=0 ORDER BY created_at DESC, rowid DESC "
+            f"SELECT * FROM files WHERE {where} ORDER BY created_at DESC, rowid DESC "
             "LIMIT ? OFFSET ?",
-            (page_size, page * page_size),
+            (*args, page_size, page * page_size),
         )
         return [dict(r) for r in rows], total
 
@@ -376,15 +393,33 @@ class Store:
                 (model_id, job_id, root, now(), json.dumps(targets), str(path)),
             )
 
+    _MODEL_SELECT = (
+        "SELECT models.*, model_meta.doc AS meta FROM models "
+        "LEFT JOIN model_meta ON model_meta.id = models.id"
+    )
+
     def get_model(self, model_id: str) -> dict[str, Any] | None:
-        """A model's record (``targets`` parsed), or None when unknown."""
-        rows = self._query("SELECT * FROM models WHERE id=?", (model_id,))
+        """A model's record (``targets`` and ``meta`` parsed), or None when unknown."""
+        rows = self._query(f"{self._MODEL_SELECT} WHERE models.id=?", (model_id,))
         return _model_row(rows[0]) if rows else None
 
     def list_models(self) -> list[dict[str, Any]]:
         """All fine-tuned models, newest first."""
-        rows = self._query("SELECT * FROM models ORDER BY created DESC, rowid DESC")
+        rows = self._query(f"{self._MODEL_SELECT} ORDER BY created DESC, models.rowid DESC")
         return [_model_row(r) for r in rows]
+
+    def update_model_meta(self, model_id: str, **changes: Any) -> dict[str, Any] | None:
+        """Merge ``changes`` into a model's editable metadata (name, description, archived,
+        thresholds); returns the updated record, or None when the model is unknown."""
+        with self._txn() as conn:
+            if conn.execute("SELECT 1 FROM models WHERE id=?", (model_id,)).fetchone() is None:
+                return None
+            row = conn.execute("SELECT doc FROM model_meta WHERE id=?", (model_id,)).fetchone()
+            doc = {**(json.loads(row["doc"]) if row else {}), **changes}
+            conn.execute(
+                "INSERT OR REPLACE INTO model_meta VALUES (?, ?)", (model_id, json.dumps(doc))
+            )
+        return self.get_model(model_id)
 
     def delete_model(self, model_id: str) -> bool:
         """Forget a model and delete its weights; False when unknown (or already deleted: of two
@@ -394,6 +429,7 @@ class Store:
             if row is None:
                 return False
             conn.execute("DELETE FROM models WHERE id=?", (model_id,))
+            conn.execute("DELETE FROM model_meta WHERE id=?", (model_id,))
         shutil.rmtree(row["path"], ignore_errors=True)
         return True
 
@@ -416,4 +452,5 @@ def _job_row(row: sqlite3.Row) -> dict[str, Any]:
 def _model_row(row: sqlite3.Row) -> dict[str, Any]:
     model = dict(row)
     model["targets"] = json.loads(model["targets"])
+    model["meta"] = json.loads(model["meta"]) if model.get("meta") else {}
     return model

@@ -34,6 +34,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional as F
 
+from moderation_helpers.conversation import encoder_inputs
 from moderation_helpers.jsonl import atomic_write_text
 
 BASE_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
@@ -341,12 +342,13 @@ def train(
     tokenizer = _tokenizer(str(base))
     model = _Classifier(_load_encoder(base), targets).to(dev)
 
-    train_ids = _tokenize(tokenizer, [ex["text"] for ex in train_examples], seq_len)
+    train_ids = _tokenize(tokenizer, encoder_inputs(train_examples, tokenizer, seq_len), seq_len)
     train_labels = _encode_labels(train_examples, targets)
     train_lengths = np.fromiter(map(len, train_ids), dtype=np.int64, count=len(train_ids))
     valid_examples = list(valid_examples or [])
     if valid_examples:
-        valid_ids = _tokenize(tokenizer, [ex["text"] for ex in valid_examples], seq_len)
+        valid_texts = encoder_inputs(valid_examples, tokenizer, seq_len)
+        valid_ids = _tokenize(tokenizer, valid_texts, seq_len)
         valid_labels = _encode_labels(valid_examples, targets)
 
     optimizer, scheduler = _optimizer(model, settings)

@@ -29,6 +29,7 @@ from typing import Any
 
 import pandas as pd
 
+from moderation_helpers.conversation import frame_texts
 from moderation_helpers.factory.store import Store
 from moderation_helpers.jsonl import JSONLValidationError, read_jsonl, validate_jsonl
 
@@ -125,9 +126,8 @@ def validation_updates(store: Store, doc: dict[str, Any]) -> dict[str, Any]:
         path, label = _file_path(store, file_id, "validation")
         _check(path, label, allowed)
 
-    texts = pd.concat(
-        [pd.read_json(p, lines=True, dtype=False)["text"] for p in train_paths]
-    ).tolist()
+    lines = [pd.read_json(p, lines=True, dtype=False) for p in train_paths]
+    texts = frame_texts(pd.concat(lines, ignore_index=True)).tolist()  # chats rendered whole
     trainer = load_trainer()
     defaults = trainer.TrainSettings()
     hp = dict(doc["hyperparameters"])

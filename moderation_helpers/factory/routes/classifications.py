@@ -1,33 +1,53 @@
-"""``/v1/classifications``: score texts with a fine-tuned classifier.
+"""``/v1/classifications`` and ``/v1/chat/classifications``: score texts or conversations with a
+fine-tuned classifier (a model trained on texts reads conversations and the other way round:
+both reach the encoder as one string).
 
-``async``: the request waits for its shared batch without holding a thread (see scoring.py)."""
+``async``: a request waits for its shared batch without holding a thread (see scoring.py)."""
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from fastapi import APIRouter
 
-from moderation_helpers.factory.responses import invalid, not_found
+from moderation_helpers.factory.chat_inputs import encoder_inputs
+from moderation_helpers.factory.responses import classification_out, invalid, not_found
+from moderation_helpers.factory.routes.chat import conversations_of
 from moderation_helpers.factory.routes.deps import ModelsDep, StoreDep
-from moderation_helpers.factory.schemas import ClassificationIn
+from moderation_helpers.factory.schemas import ChatClassificationIn, ClassificationIn
 from moderation_helpers.factory.scoring import score_texts_async
+from moderation_helpers.factory.store import Store
 
 router = APIRouter(prefix="/v1", tags=["classifications"])
 
 
+def texts_of(inputs: str | list[str]) -> list[str]:
+    """The texts of a ``ClassificationRequest``'s ``input``, or a 422 when there are none."""
+    texts = [inputs] if isinstance(inputs, str) else inputs
+    if not texts:
+        raise invalid(["input"], "no input to classify", inputs)
+    return texts
+
+
+def _model(store: Store, model_id: str) -> dict[str, Any]:
+    record = store.get_model(model_id)
+    if record is None:
+        raise not_found("model", model_id)
+    return record
+
+
 @router.post("/classifications")
 async def classify(body: ClassificationIn, store: StoreDep, models: ModelsDep) -> dict[str, Any]:
-    texts = [body.inputs] if isinstance(body.inputs, str) else body.inputs
-    if not texts:
-        raise invalid(["input"], "no input to classify", body.inputs)
-    record = store.get_model(body.model)  # a WAL read: sub-millisecond, never waits on writers
-    if record is None:
-        raise not_found("model", body.model)
-    predictions = await score_texts_async(models, record, texts)
-    results = [
-        {target: {"scores": scores} for target, scores in per_text.items()}
-        for per_text in predictions
-    ]
-    return {"id": uuid.uuid4().hex, "model": record["id"], "results": results}
+    texts = texts_of(body.inputs)
+    record = _model(store, body.model)  # a WAL read: sub-millisecond, never waits on writers
+    return classification_out(record, await score_texts_async(models, record, texts))
+
+
+@router.post("/chat/classifications")
+async def classify_chat(
+    body: ChatClassificationIn, store: StoreDep, models: ModelsDep
+) -> dict[str, Any]:
+    conversations = conversations_of(body.inputs)
+    record = _model(store, body.model)
+    texts = encoder_inputs(record, conversations)
+    return classification_out(record, await score_texts_async(models, record, texts))

@@ -2,21 +2,43 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timezone
+from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException
+from fastapi.exceptions import RequestValidationError
 
 from moderation_helpers.factory.responses import invalid, job_out, not_found
-from moderation_helpers.factory.routes.deps import SchedulerDep, StoreDep
+from moderation_helpers.factory.routes.deps import Page, PageSize, SchedulerDep, StoreDep
 from moderation_helpers.factory.schemas import JobIn
 from moderation_helpers.factory.store import TERMINAL_STATUSES, Store
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine_tuning jobs"])
+JobStatus = Literal[
+    "QUEUED",
+    "STARTED",
+    "VALIDATING",
+    "VALIDATED",
+    "RUNNING",
+    "FAILED_VALIDATION",
+    "FAILED",
+    "SUCCESS",
+    "CANCELLED",
+    "CANCELLATION_REQUESTED",
+]
 
 
 @router.post("")
-def create_job(body: JobIn, store: StoreDep, scheduler: SchedulerDep) -> dict[str, Any]:
+def create_job(
+    body: JobIn, store: StoreDep, scheduler: SchedulerDep, dry_run: bool | None = None
+) -> dict[str, Any]:
+    if dry_run:
+        raise invalid(
+            ["dry_run"],
+            "dry runs are not implemented by the local factory: create the job with "
+            "auto_start=false to see the validated estimate before starting it",
+            dry_run,
+        )
     for i, entry in enumerate(body.training_files):
         if store.get_file(entry.file_id) is None:
             raise invalid(["training_files", i, "file_id"], "no such file", entry.file_id)
@@ -64,13 +86,13 @@ def create_job(body: JobIn, store: StoreDep, scheduler: SchedulerDep) -> dict[st
 @router.get("")
 def list_jobs(
     store: StoreDep,
-    page: int = 0,
-    page_size: int = 100,
+    page: Page = 0,
+    page_size: PageSize = 100,
     model: str | None = None,
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
+    created_after: str | None = None,
+    created_before: str | None = None,
     created_by_me: bool = False,
-    status: str | None = None,
+    status: JobStatus | None = None,
     wandb_project: str | None = None,
     wandb_name: str | None = None,
     suffix: str | None = None,
@@ -82,8 +104,8 @@ def list_jobs(
         ("status = ?", status),
         ("json_extract(doc, '$.model') = ?", model),
         ("json_extract(doc, '$.suffix') = ?", suffix),
-        ("created_at >= ?", created_after and int(created_after.timestamp())),
-        ("created_at <= ?", created_before and int(created_before.timestamp())),
+        ("created_at >= ?", _unix_seconds("created_after", created_after)),
+        ("created_at <= ?", _unix_seconds("created_before", created_before)),
         (_integration_sql("project"), wandb_project),
         (_integration_sql("name"), wandb_name),
     ):
@@ -94,6 +116,18 @@ def list_jobs(
     shown = jobs[page * page_size : (page + 1) * page_size]
     data = [job_out({**j, "events": [], "checkpoints": []}, detailed=False) for j in shown]
     return {"data": data, "object": "list", "total": len(jobs)}
+
+
+def _unix_seconds(name: str, value: str | None) -> int | None:
+    """An RFC 3339 date-time query value as Unix seconds (naive means UTC), or a 422."""
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        error = {"loc": ("query", name), "msg": "expected an RFC 3339 date-time", "input": value}
+        raise RequestValidationError([{**error, "type": "value_error"}]) from None
+    return int(moment.replace(tzinfo=moment.tzinfo or timezone.utc).timestamp())
 
 
 def _integration_sql(key: str) -> str:

@@ -22,8 +22,12 @@ def model_or_404(store: Store, model_id: str) -> dict[str, Any]:
 
 
 @router.get("")
-def list_models(store: StoreDep) -> dict[str, Any]:
-    return {"object": "list", "data": [model_out(m, store.workspace) for m in store.list_models()]}
+def list_models(
+    store: StoreDep, provider: str | None = None, model: str | None = None
+) -> dict[str, Any]:
+    # provider: every model here is the local factory's, so the filter is not applied.
+    records = [m for m in store.list_models() if model is None or m["id"] == model]
+    return {"object": "list", "data": [model_out(m, store.workspace) for m in records]}
 
 
 @router.get("/{model_id:path}")
