@@ -16,6 +16,7 @@ from moderation_helpers.factory.app import create_app
 from moderation_helpers.factory.batcher import Batcher, BatchSettings, QueueFull
 from moderation_helpers.factory.config import ServingConfig
 from moderation_helpers.factory.store import Store
+from moderation_helpers.factory.worker import load_trainer
 
 MODEL_ID = "ft:classifier:test:00000000:20260101:abcdef12"
 
@@ -213,7 +214,7 @@ def real_model_dir(trained_job, factory, tmp_path_factory):
 
 @pytest.mark.slow
 def test_batched_scores_of_the_real_model_match_unbatched(tmp_path, monkeypatch, real_model_dir):
-    runtime = model_cache.load_trainer().load_model(real_model_dir)
+    runtime = load_trainer().load_model(real_model_dir)
     alone_calls = 0
 
     class Counting:
