@@ -56,7 +56,7 @@ def test_calibration_measures_each_candidate_and_picks_a_qualified_fastest(model
     record = runtime.calibrate(model_dir, runtime.CALIBRATION_TEXTS[:24])
     candidates = record["candidates"]
     assert set(candidates) == set(runtime.CANDIDATES)
-    assert candidates["torch-fp32"]["max_abs_diff"] == 0.0
+    assert candidates["torch-fp32"]["max_abs_diff"] < 1e-6  # itself, batched otherwise
     assert candidates["onnx-fp32"]["within_bound"]
     speeds = {k: v["texts_per_second"] for k, v in candidates.items() if "texts_per_second" in v}
     assert record["choice"] == max(speeds, key=speeds.get)

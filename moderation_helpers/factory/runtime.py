@@ -47,7 +47,7 @@ _SENTENCES = (
     "I can't believe people still fall for this garbage, wake up!",
 )
 CALIBRATION_TEXTS = tuple(
-    " ".join(_SENTENCES[(i + k) % len(_SENTENCES)] for k in range(1 + i % 8)) for i in range(64)
+    " ".join(_SENTENCES[(i + k) % len(_SENTENCES)] for k in range(1 + i % 8)) for i in range(32)
 )
 _export_lock = threading.Lock()
 
