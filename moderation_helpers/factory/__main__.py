@@ -3,6 +3,8 @@
     python -m moderation_helpers.factory serve [--host 127.0.0.1] [--port 8765] [--store DIR]
     python -m moderation_helpers.factory status [--store DIR]
     python -m moderation_helpers.factory stop [--store DIR]
+    python -m moderation_helpers.factory export MODEL_ID --out DIR [--store DIR] [--int8]
+        [--run-dir RUN]
 
 The store defaults to ``$MODERATION_FACTORY_STORE`` or ``~/.cache/moderation-cookbook/factory``.
 A token, when wanted, is read from the environment variable named by ``--token-env``
@@ -85,8 +87,22 @@ def serve(host: str, port: int, store_dir: Path, token_env: str) -> None:
             info_path.unlink(missing_ok=True)
 
 
+def export(model_id: str, out: Path, store: Path, *, int8: bool, run_dir: Path | None) -> int:
+    """``export``: the model folder, or a one-line reason why not (exit status 1)."""
+    from moderation_helpers.export import ExportRefused, export_model
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        folder = export_model(model_id, out, store=store, int8=int8, run_dir=run_dir)
+    except (ExportRefused, FileExistsError, FileNotFoundError) as exc:
+        print(f"export refused: {exc}", file=sys.stderr)
+        return 1
+    print(f"exported {model_id} to {folder}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: ``serve``, ``status``, ``stop`` (and the internal ``_train``)."""
+    """Entry point: ``serve``, ``status``, ``stop``, ``export`` (and the internal ``_train``)."""
     parser = argparse.ArgumentParser(prog="moderation-factory", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p_serve = sub.add_parser("serve", help="run the server in the foreground")
@@ -99,9 +115,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     p_status = sub.add_parser("status", help="print the server recorded in the store")
     p_stop = sub.add_parser("stop", help="stop the server recorded in the store, by its pid")
+    p_export = sub.add_parser(
+        "export", help="write a fine-tuned model as a self-contained ONNX model folder"
+    )
+    p_export.add_argument("model_id", help="fine-tuned model id (ft:classifier:...)")
+    p_export.add_argument("--out", type=Path, required=True, help="new or empty folder")
+    p_export.add_argument("--int8", action="store_true", help="add the int8 quantized model")
+    p_export.add_argument(
+        "--run-dir", type=Path, default=None, help="run folder: thresholds, evaluation, data"
+    )
     p_train = sub.add_parser("_train", help=argparse.SUPPRESS)
     p_train.add_argument("--job", required=True)
-    for p in (p_serve, p_status, p_stop, p_train):
+    for p in (p_serve, p_status, p_stop, p_export, p_train):
         p.add_argument("--store", type=Path, default=None, help="store folder")
     args = parser.parse_args(argv)
     store = args.store.expanduser() if args.store else default_store()
@@ -109,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         serve(args.host, args.port, store, args.token_env)
         return 0
+    if args.command == "export":
+        return export(args.model_id, args.out, store, int8=args.int8, run_dir=args.run_dir)
     if args.command == "_train":
         from moderation_helpers.factory.worker import run_training
 

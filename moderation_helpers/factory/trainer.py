@@ -143,10 +143,12 @@ def _quiet_progress():
 
 
 def _load_encoder(path: str | Path) -> nn.Module:
+    """The encoder in float32 whatever its checkpoint holds (transformers 5 keeps a checkpoint's
+    dtype: a float16 one trained to NaN scores without an error)."""
     from transformers import AutoModel
 
     with _quiet_progress():
-        return AutoModel.from_pretrained(str(path), local_files_only=True)
+        return AutoModel.from_pretrained(str(path), local_files_only=True, dtype=torch.float32)
 
 
 def count_tokens(texts: Sequence[str]) -> int:
