@@ -52,6 +52,7 @@ from moderation_helpers.corpus_scoring import (
     BlockScorer,
     ModeratorLoader,
     ScorerSettings,
+    labels_of,
     load_moderator,
 )
 from moderation_helpers.evaluate import DEFAULT_THRESHOLD, SAFE_LABEL
@@ -138,7 +139,7 @@ def resolve_thresholds(moderator: Any, default: float | None) -> tuple[dict[str,
     """
     given = getattr(moderator, "thresholds", None) or {}
     limits, defaulted = {}, []
-    for target, labels in moderator.targets.items():
+    for target, labels in labels_of(moderator).items():
         row = []
         for label in labels:
             value = (given.get(target) or {}).get(label)
@@ -200,8 +201,10 @@ def moderate_corpus(
     if conflicts:
         raise CorpusError(f"{input}: columns {conflicts} would be overwritten by the output's")
     model_dir = str(Path(model_dir).resolve())
-    probe = load(model_dir, variant=variant, threads=1, providers=providers)  # fail before Ray
-    labels = {t: list(v) for t, v in probe.targets.items()}
+    probe = load(  # a bad folder fails here, before Ray starts
+        model_dir, variant=variant, threads=1, providers=providers, token_budget=batch_tokens
+    )
+    labels = labels_of(probe)
     limits, threshold_source = resolve_thresholds(probe, default_threshold)
     safe_label = getattr(probe, "safe_label", None) or SAFE_LABEL
     del probe

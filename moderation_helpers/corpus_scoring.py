@@ -1,9 +1,9 @@
-"""What one worker does with one block of a corpus: check the texts, score them in batches sized
-by tokens, apply the thresholds, write the block's part file.
+"""What one worker does with one block of a corpus: check the texts, score them (the Moderator
+batches them by padded tokens), apply the thresholds, write the block's part file.
 
-Everything here works on whole columns (Arrow compute, numpy); the only loop is over the batches
-of a block. :class:`BlockScorer` is the Ray actor: it holds one Moderator (one ONNX Runtime
-session) for its whole life and is called once per block.
+Everything here works on whole columns (Arrow compute, numpy), never row by row.
+:class:`BlockScorer` is the Ray actor: it holds one Moderator (one ONNX Runtime session) for its
+whole life and is called once per block.
 """
 
 from __future__ import annotations
@@ -29,19 +29,31 @@ from moderation_helpers.corpus_io import (
 
 MISSING_TEXT = "text is missing (null)"
 EMPTY_TEXT = "text is empty"
-DEFAULT_BATCH_TOKENS = 8192
-MAX_BATCH_ROWS = 512
+DEFAULT_BATCH_TOKENS = 4096  # padded tokens per ONNX call (the Moderator's default)
 SCORE_TYPE = pa.float32()
 
-# (model_dir, variant=..., threads=..., providers=...) -> an object with Moderator's interface
+# (model_dir, variant=, threads=, providers=, token_budget=) -> an object with Moderator's API
 ModeratorLoader = Callable[..., Any]
 
 
-def load_moderator(model_dir: str, *, variant: str, threads: int | None, providers: Any) -> Any:
+def load_moderator(
+    model_dir: str, *, variant: str, threads: int | None, providers: Any, token_budget: int
+) -> Any:
     """The exported model folder's Moderator (onnxruntime + tokenizers + numpy)."""
     from moderation_helpers.moderator import Moderator
 
-    return Moderator.load(model_dir, variant=variant, threads=threads, providers=providers)
+    return Moderator.load(
+        model_dir,
+        variant=variant,
+        threads=threads,
+        providers=providers,
+        token_budget=token_budget,
+    )
+
+
+def labels_of(moderator: Any) -> dict[str, list[str]]:
+    """``{target: [labels]}`` in the model's order, from the Moderator's ``targets``."""
+    return {t["name"]: list(t["labels"]) for t in moderator.targets}
 
 
 def text_errors(texts: pa.ChunkedArray | pa.Array) -> pa.Array:
@@ -55,28 +67,6 @@ def text_errors(texts: pa.ChunkedArray | pa.Array) -> pa.Array:
     else:
         other = pa.nulls(len(texts), pa.string()).fill_null(f"text is not a string ({texts.type})")
     return pc.if_else(missing, MISSING_TEXT, other).cast(pa.string())
-
-
-def token_batches(
-    lengths: np.ndarray, budget: int = DEFAULT_BATCH_TOKENS, max_rows: int = MAX_BATCH_ROWS
-) -> list[np.ndarray]:
-    """Row indices grouped into batches of similar length whose padded size (rows × longest
-    row) stays within ``budget`` tokens; a row longer than the budget goes alone.
-
-    Sorting by length first means little padding; sizing by tokens means short comments go in
-    large batches and long ones in small batches, so every call costs about the same.
-    """
-    order = np.argsort(lengths, kind="stable")
-    ordered = np.maximum(np.asarray(lengths)[order], 1)
-    batches, start = [], 0
-    while start < len(order):
-        # Padded cost of [start, j] is (j - start + 1) * ordered[j]: nondecreasing in j.
-        cost = np.arange(1, len(order) - start + 1) * ordered[start:]
-        size = int(np.searchsorted(cost, budget, side="right"))
-        size = min(max(size, 1), max_rows)
-        batches.append(order[start : start + size])
-        start += size
-    return batches
 
 
 def flag_lists(
@@ -131,13 +121,10 @@ def score_block(moderator: Any, table: pa.Table, settings: ScorerSettings) -> pa
         for t, labels in settings.labels.items()
     }
     if len(good):
-        lengths = np.minimum(
-            np.asarray(moderator.token_lengths(texts.tolist())), _seq_len(moderator)
-        )
-        for batch in token_batches(lengths, settings.batch_tokens):
-            out = moderator.score(texts[batch].tolist())
-            for target in scores:
-                scores[target][good[batch]] = out[target]
+        # The Moderator sorts the texts by length and batches them by padded tokens itself.
+        out = moderator.score(texts.tolist())
+        for target in scores:
+            scores[target][good] = out[target]
     columns: dict[str, pa.Array] = {ERROR_COLUMN: errors}
     any_flag = np.zeros(table.num_rows, dtype=bool)
     mask = pa.array(bad)
@@ -161,10 +148,6 @@ def score_block(moderator: Any, table: pa.Table, settings: ScorerSettings) -> pa
     return table
 
 
-def _seq_len(moderator: Any) -> int:
-    return int(getattr(moderator, "seq_len", None) or np.iinfo(np.int32).max)
-
-
 class BlockScorer:
     """A Ray actor: one Moderator for its life; each call scores one block and writes its part.
 
@@ -179,6 +162,7 @@ class BlockScorer:
             variant=settings.variant,
             threads=settings.threads,
             providers=settings.providers,
+            token_budget=settings.batch_tokens,
         )
 
     def __call__(self, block: pa.Table) -> pa.Table:

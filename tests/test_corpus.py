@@ -29,7 +29,6 @@ from moderation_helpers.corpus_scoring import (
     MISSING_TEXT,
     flag_lists,
     text_errors,
-    token_batches,
 )
 from moderation_helpers.evaluate import flagged_labels, predict
 
@@ -41,7 +40,7 @@ BOOM = "this comment makes the stand-in fail"
 class StandInModerator:
     """The Moderator's interface, scores a pure function of each text (no batch effects)."""
 
-    targets = {"moderation": LABELS}
+    targets = [{"name": "moderation", "labels": LABELS, "loss_function": "multi_class"}]
     seq_len = 12
     providers = ["CPUExecutionProvider"]
     safe_label = "safe"
@@ -49,9 +48,6 @@ class StandInModerator:
     def __init__(self, thresholds=THRESHOLDS, fail_on: str | None = None):
         self.thresholds = thresholds
         self.fail_on = fail_on
-
-    def token_lengths(self, texts):
-        return [len(t.split()) + 2 for t in texts]
 
     def score(self, texts):
         if self.fail_on and any(self.fail_on in t for t in texts):
@@ -63,9 +59,9 @@ class StandInModerator:
         return {"moderation": np.stack([insult, safe, toxicity], axis=1).astype(np.float32)}
 
 
-def stand_in_loader(model_dir, *, variant, threads, providers, fail_on=None, thresholds=THRESHOLDS):
-    assert Path(model_dir, "classifier.json").is_file()
-    return StandInModerator(thresholds=thresholds, fail_on=fail_on)
+def stand_in_loader(model_dir, *, variant, threads, providers, token_budget, **kw):
+    assert Path(model_dir, "classifier.json").is_file() and token_budget > 0
+    return StandInModerator(**kw)
 
 
 @pytest.fixture(scope="module")
@@ -141,16 +137,6 @@ def test_text_errors_name_missing_empty_and_non_string():
         MISSING_TEXT,
         "text is not a string (int64)",
     ]
-
-
-def test_token_batches_cover_every_row_once_within_the_budget():
-    lengths = np.random.default_rng(0).integers(1, 300, size=1000)
-    batches = token_batches(lengths, budget=2048)
-    together = np.concatenate(batches)
-    assert sorted(together.tolist()) == list(range(1000))
-    for batch in batches:
-        assert len(batch) * lengths[batch].max() <= 2048 or len(batch) == 1
-    assert len(batches[0]) > len(batches[-1])  # short texts in big batches, long in small
 
 
 def test_flag_lists_match_the_decide_path():
