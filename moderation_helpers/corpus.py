@@ -261,7 +261,9 @@ def moderate_corpus(
     for block, failure in sorted(failed.items()):
         log(f"block {block} (rows from {block * block_rows}) failed: {failure}")
     totals = output_totals(out)
-    scored_seconds = time.perf_counter() - started
+    elapsed = time.perf_counter() - started
+    rows_scored = sum(s["rows"] for s in stats if not s["failure"])
+    busy = sum(s["seconds"] for s in stats)
     providers_used = sorted({s["providers"] for s in stats if s["providers"]})
     summary = {
         "output": str(out),
@@ -275,9 +277,11 @@ def moderate_corpus(
         "threshold_source": threshold_source,
         "providers": providers_used,
         **pool,
-        "seconds": round(scored_seconds, 3),
-        "texts_per_second": round(
-            sum(s["rows"] for s in stats if not s["failure"]) / scored_seconds, 1
+        "seconds": round(elapsed, 3),
+        "texts_per_second": round(rows_scored / elapsed, 1),
+        # Without starting Ray and the actors: rows over the actors' busy time.
+        "scoring_texts_per_second": (
+            round(rows_scored * pool["actors"] / busy, 1) if busy and pool else None
         ),
     }
     write_manifest(out, plan, **{k: v for k, v in summary.items() if k != "output"})
