@@ -211,8 +211,9 @@ def test_whole_chain_on_the_local_factory(civil_comments_dir, tmp_path, monkeypa
     assert exported_model_id(run / MODEL_DIR) == record["fine_tuned_model"]
     assert {"model.onnx", "model.int8.onnx", "tokenizer.json"} <= set(os.listdir(run / MODEL_DIR))
     deployed = read_json(run, DEPLOY_JSON)
-    assert deployed["corpus"]["complete"] and deployed["corpus"]["rows"] == 101
-    assert len(read_moderated(run / MODERATED_DIR)) == 101
+    n_test = len((run / "test.jsonl").read_text(encoding="utf-8").splitlines())
+    assert deployed["corpus"]["complete"] and deployed["corpus"]["rows"] == n_test
+    assert len(read_moderated(run / MODERATED_DIR)) == n_test
     assert f"outputs in {run}" in out and "metrics.csv" in out
     (pid,) = set(factory_pids(out.splitlines()))
     assert not pid_alive(pid)
