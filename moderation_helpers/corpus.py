@@ -87,12 +87,22 @@ def choose_pool(
     return num_actors, threads
 
 
+def cuda_available(log: Callable[[str], None]) -> bool:
+    """Whether this onnxruntime build has the CUDA provider; says so when it has not."""
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        return True
+    log("GPUs found, but this onnxruntime has no CUDA provider (install onnxruntime-gpu): CPU")
+    return False
+
+
 @contextlib.contextmanager
 def ray_session(
     address: str | None, num_cpus: int | None, log: Callable[[str], None]
-) -> Iterator[int]:
+) -> Iterator[dict[str, float]]:
     """Ray for the run: the one already initialised, the cluster at ``address``, or an
-    embedded local one (shut down afterwards). Yields the CPUs the cluster has."""
+    embedded local one (shut down afterwards). Yields the cluster's resources."""
     import ray
 
     started = not ray.is_initialized()
@@ -104,10 +114,14 @@ def ray_session(
         else:
             ray.init(num_cpus=num_cpus or available_cpus(), include_dashboard=False, **quiet)
     try:
-        cpus = int(ray.cluster_resources().get("CPU", 1))
+        resources = ray.cluster_resources()
         where = f"Ray cluster at {address}" if address else "local Ray"
-        log(f"{where}: {cpus} CPUs" + ("" if started else " (already running)"))
-        yield cpus
+        gpus = f", {resources['GPU']:.0f} GPUs" if resources.get("GPU") else ""
+        log(
+            f"{where}: {resources.get('CPU', 0):.0f} CPUs{gpus}"
+            + ("" if started else " (already running)")
+        )
+        yield resources
     finally:
         if started:
             ray.shutdown()
@@ -250,13 +264,23 @@ def moderate_corpus(
             batch_tokens=batch_tokens,
             loader=load,
         )
-        with ray_session(address, num_cpus, log) as cpus:
-            actors, per_actor = choose_pool(cpus, num_actors, threads)
+        with ray_session(address, num_cpus, log) as resources:
+            cpus, gpus = int(resources.get("CPU", 1)), int(resources.get("GPU", 0))
+            on_gpu = gpus > 0 and providers is None and cuda_available(log)
+            if on_gpu:  # one actor per GPU: a GPU session needs few CPU threads
+                actors, per_actor = num_actors or gpus, threads or 1
+            else:
+                actors, per_actor = choose_pool(cpus, num_actors, threads)
             actors = min(actors, len(todo))
-            pool = {"actors": actors, "threads_per_actor": per_actor, "cpus": cpus}
-            log(f"actor pool: {actors} × {per_actor} thread(s), one Moderator ({variant}) each")
+            gpu_share = gpus / actors if on_gpu else 0
+            pool = {"actors": actors, "threads_per_actor": per_actor, "cpus": cpus, "gpus": gpus}
+            log(
+                f"actor pool: {actors} × {per_actor} thread(s)"
+                + (f" and {gpu_share:g} GPU" if on_gpu else "")
+                + f", one Moderator ({variant}) each"
+            )
             settings = ScorerSettings(threads=per_actor, **settings_kw)
-            stats = _run_blocks(blocks, settings, actors, per_actor, progress)
+            stats = _run_blocks(blocks, settings, actors, per_actor, gpu_share, progress)
     failed = {s["block"]: s["failure"] for s in stats if s["failure"]}
     for block, failure in sorted(failed.items()):
         log(f"block {block} (rows from {block * block_rows}) failed: {failure}")
@@ -297,6 +321,7 @@ def _run_blocks(
     settings: ScorerSettings,
     actors: int,
     threads: int,
+    gpus: float,
     progress: bool,
 ) -> list[dict[str, Any]]:
     """Score the blocks on an actor pool; one stats row per block, as they finish."""
@@ -314,6 +339,7 @@ def _run_blocks(
             batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(size=actors),
             num_cpus=threads,
+            num_gpus=gpus or None,  # Ray hides the GPUs from actors that do not ask for one
         )
         for row in dataset.iter_rows():
             stats.append(row)
