@@ -44,7 +44,7 @@ SDK_BATCH = 100
 # A fresh process that loads the export with onnxruntime + tokenizers + numpy only, scores the
 # texts once to warm up and once timed, and reports what it cost.
 MODERATOR_PROBE = r"""
-import json, resource, sys, time
+import json, sys, time
 t0 = time.perf_counter()
 from moderation_helpers.moderator import Moderator
 m = Moderator.load(sys.argv[1], variant=sys.argv[2])
@@ -54,8 +54,10 @@ m.score(texts[:64])
 t0 = time.perf_counter()
 m.score(texts)
 seconds = time.perf_counter() - t0
+# Peak RSS of this process image (VmHWM; ru_maxrss would carry the forking parent's over exec).
+status = dict(line.split(":", 1) for line in open("/proc/self/status"))
 print(json.dumps({"load_seconds": load, "seconds": seconds, "texts": len(texts),
-    "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    "rss_mb": int(status["VmHWM"].split()[0]) / 1024,
     "torch_imported": "torch" in sys.modules, "provider": m.providers[0]}))
 """
 
@@ -81,9 +83,11 @@ def baseline_texts_per_second(texts: list[str], seq_len: int) -> float:
     """The plain loop: transformers fp32, length-sorted batches of 32, mean pooling."""
     import torch
     from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     from moderation_helpers.factory.trainer import encoder_path
 
+    hf_logging.disable_progress_bar()
     tokenizer = AutoTokenizer.from_pretrained(str(encoder_path()))
     model = AutoModel.from_pretrained(str(encoder_path()), dtype=torch.float32).eval()
 
