@@ -160,11 +160,15 @@ def write_folder(
     from moderation_helpers.factory import trainer
 
     classifier = trainer.load_model(model_dir, device="cpu", precision="fp32")
+    # Eager attention traces to the classic BERT pattern, which onnxruntime fuses below;
+    # the same math as the SDPA kernels the trainer uses (scores agree to ~1e-7).
+    classifier.model.encoder.set_attn_implementation("eager")
     graph = _scoring_graph(classifier.model, classifier.targets)
     tokenizer = _configured_tokenizer(classifier.tokenizer, classifier.seq_len)
     tokenizer.save(str(out / TOKENIZER_JSON))
 
     _export_graph(graph, out / MODEL_ONNX, [t.name for t in classifier.targets])
+    fused = _fuse(out / MODEL_ONNX, classifier.model.encoder.config)
     variants: dict[str, dict[str, Any]] = {"fp32": {"file": MODEL_ONNX}}
     if int8:
         quantize_int8(out / MODEL_ONNX, out / MODEL_INT8_ONNX)
@@ -186,6 +190,7 @@ def write_folder(
         model_id=model_id,
         opset=OPSET,
         variants=variants,
+        graph={"fused_by": "onnxruntime.transformers.optimizer (model_type bert)", **fused},
         exported_with={
             "torch": torch.__version__,
             "onnx": onnx.__version__,
@@ -271,6 +276,27 @@ def _export_graph(graph: Any, path: Path, outputs: list[str]) -> None:
             opset_version=OPSET,
             dynamo=False,
         )
+
+
+def _fuse(path: Path, config: Any) -> dict[str, Any]:
+    """Fuse the BERT graph in place into onnxruntime's kernels (attention, embedding + layer
+    norm, skip + layer norm, bias + GELU): fewer, faster nodes, on CPU and CUDA alike. The
+    fused operators are onnxruntime's (domain com.microsoft)."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = optimize_model(
+            str(path),
+            model_type="bert",
+            num_heads=int(config.num_attention_heads),
+            hidden_size=int(config.hidden_size),
+            opt_level=0,
+        )
+    fused = {k: v for k, v in model.get_fused_operator_statistics().items() if v}
+    model.save_model_to_file(str(path))
+    log.info("fused operators: %s", fused)
+    return {"fused_operators": fused}
 
 
 def _check_scores(classifier: Any, folder: Path) -> None:

@@ -31,7 +31,11 @@ file                   holds
      "rendering": {... conversation.RENDERING ...},
      "variants": {"fp32": {"file": "model.onnx"},
                   "int8": {"file": "model.int8.onnx", "quantization": {...}}},
+     "graph": {"fused_by": ..., "fused_operators": {...}},
      "opset": 17, "exported_with": {...versions...}}
+
+The graph is fused for onnxruntime (its ``com.microsoft`` operators Attention,
+EmbedLayerNormalization, SkipLayerNormalization, BiasGelu): onnxruntime runs it on CPU and CUDA.
 
 No torch here: the Moderator imports this module.
 """
@@ -81,6 +85,7 @@ def classifier_record(
     opset: int,
     variants: Mapping[str, Mapping[str, Any]],
     exported_with: Mapping[str, str] | None = None,
+    graph: Mapping[str, Any] | None = None,
     pooling: str = "mean",
 ) -> dict[str, Any]:
     """The ``classifier.json`` document (validated before it is returned)."""
@@ -111,6 +116,7 @@ def classifier_record(
         },
         "rendering": dict(rendering),
         "variants": {k: dict(v) for k, v in variants.items()},
+        "graph": dict(graph or {}),
         "opset": int(opset),
         "exported_with": dict(exported_with or {}),
     }

@@ -33,9 +33,10 @@ from moderation_helpers.model_folder import (
 
 log = logging.getLogger("moderation_helpers.moderator")
 
-# Padded tokens per batch (rows x longest row). Measured on 2 CPU cores: throughput is flat
-# from about 2k to 8k; larger batches only add latency and memory.
+# Padded tokens per batch (rows x longest row). On CPU, throughput is flat past a few thousand
+# tokens and larger batches only add latency and memory; a GPU wants much larger batches.
 DEFAULT_TOKEN_BUDGET = 4096
+CUDA_TOKEN_BUDGET = 65536
 MAX_BATCH_ROWS = 256
 DEFAULT_SAFE_LABEL = "safe"
 
@@ -105,11 +106,12 @@ class Moderator:
         variant: str = "fp32",
         threads: int | None = None,
         providers: Sequence[str] | None = None,
-        token_budget: int = DEFAULT_TOKEN_BUDGET,
+        token_budget: int | None = None,
     ) -> Moderator:
         """Load an exported model folder. ``variant``: ``"fp32"`` or ``"int8"``; ``threads``:
         onnxruntime's intra-op threads (default: the cores this process may use);
-        ``providers``: onnxruntime execution providers (default: CUDA if present, then CPU)."""
+        ``providers``: onnxruntime execution providers (default: CUDA if present, then CPU);
+        ``token_budget``: padded tokens per batch (default: 4096 on CPU, 65536 on CUDA)."""
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
@@ -125,7 +127,9 @@ class Moderator:
         options.inter_op_num_threads = 1
         options.log_severity_level = 3  # onnxruntime's own warnings about unused initializers
         wanted = list(providers or default_providers())
-        session = ort.InferenceSession(str(model_path), options, providers=wanted)
+        available = ort.get_available_providers()
+        usable = [p for p in wanted if p in available] or ["CPUExecutionProvider"]
+        session = ort.InferenceSession(str(model_path), options, providers=usable)
         moderator = cls(
             folder,
             record,
@@ -133,11 +137,16 @@ class Moderator:
             Tokenizer.from_file(str(tokenizer_path)),
             read_thresholds(folder),
             variant=variant,
-            token_budget=token_budget,
+            token_budget=token_budget or DEFAULT_TOKEN_BUDGET,
         )
+        if token_budget is None and moderator.providers[0] == "CUDAExecutionProvider":
+            moderator.token_budget = CUDA_TOKEN_BUDGET
         if wanted[0] not in moderator.providers:
             log.warning(
-                "onnxruntime could not use %s; running on %s", wanted[0], moderator.providers
+                "onnxruntime could not use %s (this build has %s); running on %s",
+                wanted[0],
+                available,
+                moderator.providers,
             )
         log.info(
             "loaded %s (%s) on %s, %d threads",

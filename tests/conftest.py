@@ -99,3 +99,22 @@ def trained_job(factory, prepared_run_dir):
         job = client.fine_tuning.jobs.get(job_id=job.id)
     assert job.status == "SUCCESS", f"test job ended {job.status}"
     return client, job
+
+
+@pytest.fixture(scope="session")
+def exported_model(trained_job, factory, prepared_run_dir, tmp_path_factory) -> Path:
+    """The trained job's model exported (fp32 and int8) from the factory's store, with a run
+    folder holding thresholds (0.5 for every label) and the prepare summary."""
+    import json
+    import shutil
+
+    from moderation_helpers.export import export_model
+
+    _, job = trained_job
+    run = tmp_path_factory.mktemp("export-run")
+    shutil.copy(prepared_run_dir / "prepare_summary.json", run)
+    targets = {t.name: {lab: 0.5 for lab in t.labels} for t in job.classifier_targets}
+    record = {"model": job.fine_tuned_model, "safe_label": "safe", "thresholds": targets}
+    (run / "thresholds.json").write_text(json.dumps(record), encoding="utf-8")
+    out = tmp_path_factory.mktemp("exported") / "model"
+    return export_model(job.fine_tuned_model, out, store=factory.store, int8=True, run_dir=run)

@@ -217,3 +217,13 @@ def test_single_class_with_two_labels_is_a_clear_error():
     examples = [{"text": "a", "labels": {"tone": ["calm", "angry"]}}]
     with pytest.raises(ValueError, match=r"example 0: labels.tone is single_class"):
         T._encode_labels(examples, [SINGLE])
+
+
+def test_encoder_loads_in_float32_whatever_the_checkpoint_holds(tmp_path):
+    import torch
+
+    half = T._load_encoder(T.encoder_path()).to(torch.float16)
+    half.save_pretrained(tmp_path)
+    assert {p.dtype for p in half.parameters()} == {torch.float16}
+    loaded = T._load_encoder(tmp_path)
+    assert {p.dtype for p in loaded.parameters()} == {torch.float32}

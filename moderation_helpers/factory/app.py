@@ -21,6 +21,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 
 from moderation_helpers.factory.model_cache import ModelCache
 from moderation_helpers.factory.routes import classifications, files, jobs, models
+from moderation_helpers.factory.runtime import RUNTIME_JSON
 from moderation_helpers.factory.store import Store
 from moderation_helpers.factory.worker import Scheduler
 
@@ -65,7 +66,7 @@ def create_app(
     )
     app.state.store = store
     app.state.scheduler = scheduler
-    app.state.models = ModelCache()
+    app.state.models = ModelCache(runtime_cache=store.root / RUNTIME_JSON)
     for module in (files, jobs, models, classifications):
         app.include_router(module.router)
     return app

@@ -1,0 +1,176 @@
+"""Export of a fine-tuned model into the ONNX model folder: scores, refusals, self-containment."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from moderation_helpers import evaluate as ev
+from moderation_helpers.export import ExportRefused, export_model
+from moderation_helpers.factory.__main__ import main as factory_main
+from moderation_helpers.factory.store import Store
+from moderation_helpers.jsonl import read_jsonl
+from moderation_helpers.model_folder import (
+    CLASSIFIER_JSON,
+    MODEL_CARD,
+    MODEL_INT8_ONNX,
+    MODEL_ONNX,
+    THRESHOLDS_JSON,
+    TOKENIZER_JSON,
+    ModelFolderError,
+    read_classifier,
+    validate_classifier,
+)
+from moderation_helpers.moderator import Moderator
+
+
+@pytest.fixture(scope="module")
+def test_texts(prepared_run_dir) -> list[str]:
+    return [ex["text"] for ex in read_jsonl(prepared_run_dir / "test.jsonl")]
+
+
+@pytest.fixture(scope="module")
+def factory_scores(trained_job, test_texts):
+    """The factory's classification of the test split, through the SDK."""
+    client, job = trained_job
+    return ev.classify_texts(client, job.fine_tuned_model, test_texts, progress=False)
+
+
+def test_folder_holds_the_format_files(exported_model, trained_job):
+    _, job = trained_job
+    names = {p.name for p in exported_model.iterdir()}
+    assert names == {
+        MODEL_ONNX,
+        MODEL_INT8_ONNX,
+        TOKENIZER_JSON,
+        CLASSIFIER_JSON,
+        THRESHOLDS_JSON,
+        MODEL_CARD,
+    }
+    record = read_classifier(exported_model)
+    assert record["model_id"] == job.fine_tuned_model
+    assert [t["name"] for t in record["targets"]] == [t.name for t in job.classifier_targets]
+    assert record["targets"][0]["score_function"] == "sigmoid"
+    assert record["variants"]["int8"]["quantization"]["tool"].startswith("onnxruntime")
+    card = (exported_model / MODEL_CARD).read_text()
+    assert "all-MiniLM-L6-v2" in card and "English only" in card and "test" in card
+
+
+def test_fp32_scores_match_the_factory(exported_model, factory_scores, test_texts):
+    ours = Moderator.load(exported_model).score_frame(test_texts)
+    assert list(ours.columns) == list(factory_scores.columns)
+    assert np.abs(ours.to_numpy() - factory_scores.to_numpy()).max() < 1e-4
+
+
+def test_fp32_scores_match_torch_fp32(exported_model, factory, trained_job, test_texts):
+    from moderation_helpers.factory.trainer import load_model
+
+    _, job = trained_job
+    record = Store(factory.store).get_model(job.fine_tuned_model)
+    torch_rows = load_model(record["path"], device="cpu", precision="fp32").predict(test_texts)
+    onnx_rows = Moderator.load(exported_model).predict(test_texts)
+    diffs = [
+        abs(a[t][lab] - b[t][lab])
+        for a, b in zip(torch_rows, onnx_rows, strict=True)
+        for t in a
+        for lab in a[t]
+    ]
+    assert max(diffs) < 1e-4
+
+
+def test_int8_runs_and_stays_close(exported_model, test_texts):
+    fp32 = Moderator.load(exported_model).score_frame(test_texts).to_numpy()
+    int8 = Moderator.load(exported_model, variant="int8").score_frame(test_texts).to_numpy()
+    assert int8.shape == fp32.shape
+    assert not np.array_equal(int8, fp32)  # the quantized graph really is another graph
+    assert np.abs(int8 - fp32).max() < 0.05
+
+
+SELF_CONTAINED = r"""
+import json, sys
+import numpy as np, onnxruntime as ort
+from tokenizers import Tokenizer
+folder, texts = sys.argv[1], json.loads(sys.stdin.read())
+config = json.load(open(f"{folder}/classifier.json"))
+tokenizer = Tokenizer.from_file(f"{folder}/tokenizer.json")  # truncates and pads by itself
+enc = tokenizer.encode_batch(texts)
+feed = {"input_ids": np.array([e.ids for e in enc], dtype=np.int64),
+        "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64)}
+session = ort.InferenceSession(f"{folder}/model.onnx", providers=["CPUExecutionProvider"])
+outputs = session.run([t["output"] for t in config["targets"]], feed)
+leaked = sorted(m for m in ("torch", "transformers", "moderation_helpers") if m in sys.modules)
+print(json.dumps({"scores": np.concatenate(outputs, axis=1).tolist(), "leaked": leaked}))
+"""
+
+
+def test_a_fresh_process_reproduces_the_scores_with_the_folder_alone(
+    exported_model, factory_scores, test_texts, tmp_path
+):
+    done = subprocess.run(
+        [sys.executable, "-c", SELF_CONTAINED, str(exported_model)],
+        input=json.dumps(test_texts),
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    result = json.loads(done.stdout)
+    assert result["leaked"] == []
+    assert np.abs(np.array(result["scores"]) - factory_scores.to_numpy()).max() < 1e-4
+
+
+def test_export_refuses_a_non_empty_folder(exported_model, factory, trained_job, tmp_path):
+    _, job = trained_job
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="not empty"):
+        export_model(job.fine_tuned_model, out, store=factory.store)
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no work folder left behind
+
+
+def test_cli_export_says_why_it_refuses(factory, trained_job, tmp_path, capsys):
+    _, job = trained_job
+    (tmp_path / "x").write_text("")
+    store = ["--store", str(factory.store)]
+    assert factory_main(["export", job.fine_tuned_model, "--out", str(tmp_path), *store]) == 1
+    assert "not empty" in capsys.readouterr().err
+    assert factory_main(["export", "ft:nope", "--out", str(tmp_path / "new"), *store]) == 1
+    assert "no model 'ft:nope'" in capsys.readouterr().err
+
+
+def test_export_refuses_an_unfinished_model(tmp_path):
+    store = Store(tmp_path / "store")
+    job_id = store.create_job({"model": "ministral-3b-latest"}, start_requested=True)
+    store.add_model("ft:classifier:x", job_id, "ministral-3b-latest", [], store.model_dir(job_id))
+    with pytest.raises(ExportRefused, match="not finished: its job .* is QUEUED"):
+        export_model("ft:classifier:x", tmp_path / "out", store=tmp_path / "store")
+    half_saved = tmp_path / "half"
+    half_saved.mkdir()
+    with pytest.raises(ExportRefused, match="no finished model"):
+        export_model(half_saved, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_export_refuses_thresholds_of_another_model(factory, trained_job, tmp_path):
+    _, job = trained_job
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / THRESHOLDS_JSON).write_text(json.dumps({"model": "ft:other", "thresholds": {}}))
+    with pytest.raises(ExportRefused, match="tuned for model 'ft:other'"):
+        export_model(job.fine_tuned_model, tmp_path / "out", store=factory.store, run_dir=run)
+
+
+def test_classifier_json_errors_name_the_field(exported_model):
+    record = read_classifier(exported_model)
+    record["targets"][0]["score_function"] = "softmax"
+    with pytest.raises(ModelFolderError, match=r"targets\[0\].score_function"):
+        validate_classifier(record, "x/classifier.json")
+    with pytest.raises(ModelFolderError, match="format_version"):
+        validate_classifier({**record, "format_version": 99})
