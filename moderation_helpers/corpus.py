@@ -48,7 +48,6 @@ from moderation_helpers.corpus_io import (
     write_manifest,
 )
 from moderation_helpers.corpus_scoring import (
-    DEFAULT_BATCH_TOKENS,
     BlockScorer,
     ModeratorLoader,
     ScorerSettings,
@@ -188,7 +187,7 @@ def moderate_corpus(
     num_actors: int | None = None,
     threads: int | None = None,
     num_cpus: int | None = None,
-    batch_tokens: int = DEFAULT_BATCH_TOKENS,
+    batch_tokens: int | None = None,
     block_rows: int | None = None,
     overwrite: bool = False,
     default_threshold: float | None = DEFAULT_THRESHOLD,
@@ -365,8 +364,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--batch-tokens",
         type=int,
-        default=DEFAULT_BATCH_TOKENS,
-        help="padded tokens per ONNX call (default %(default)s)",
+        help="padded tokens per ONNX call (default: the Moderator's, 4096 on CPU)",
     )
     parser.add_argument("--block-rows", type=int, help="rows per block / part file")
     parser.add_argument(

@@ -29,7 +29,6 @@ from moderation_helpers.corpus_io import (
 
 MISSING_TEXT = "text is missing (null)"
 EMPTY_TEXT = "text is empty"
-DEFAULT_BATCH_TOKENS = 4096  # padded tokens per ONNX call (the Moderator's default)
 SCORE_TYPE = pa.float32()
 
 # (model_dir, variant=, threads=, providers=, token_budget=) -> an object with Moderator's API
@@ -37,7 +36,12 @@ ModeratorLoader = Callable[..., Any]
 
 
 def load_moderator(
-    model_dir: str, *, variant: str, threads: int | None, providers: Any, token_budget: int
+    model_dir: str,
+    *,
+    variant: str,
+    threads: int | None,
+    providers: Any,
+    token_budget: int | None,
 ) -> Any:
     """The exported model folder's Moderator (onnxruntime + tokenizers + numpy)."""
     from moderation_helpers.moderator import Moderator
@@ -102,7 +106,7 @@ class ScorerSettings:
     variant: str = "fp32"
     threads: int | None = None
     providers: Any = None
-    batch_tokens: int = DEFAULT_BATCH_TOKENS
+    batch_tokens: int | None = None  # padded tokens per ONNX call; None: the Moderator's default
     loader: ModeratorLoader = field(default=load_moderator)
 
 

@@ -60,7 +60,7 @@ class StandInModerator:
 
 
 def stand_in_loader(model_dir, *, variant, threads, providers, token_budget, **kw):
-    assert Path(model_dir, "classifier.json").is_file() and token_budget > 0
+    assert Path(model_dir, "classifier.json").is_file() and token_budget in (None, 2048)
     return StandInModerator(**kw)
 
 
@@ -108,6 +108,7 @@ def run(model_dir, source, output, **kw):
     kw.setdefault("num_actors", 2)
     kw.setdefault("threads", 1)
     kw.setdefault("block_rows", 8)
+    kw.setdefault("batch_tokens", 2048)
     return corpus.moderate_corpus(
         model_dir, source, output, progress=False, log=lambda _: None, **kw
     )
