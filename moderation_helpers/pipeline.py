@@ -1,13 +1,15 @@
-"""Run the whole cookbook in batch: prepare → train → monitor → infer, with papermill.
+"""Run the whole cookbook in batch: prepare → train → monitor → infer → deploy, with papermill.
 
     python -m moderation_helpers.pipeline --run-dir runs/demo --source ../shared/data/civil_comments
     moderation-cookbook --run-dir runs/demo --source google/civil_comments -p training_steps 50
 
 Each notebook runs in its own kernel and its executed copy is saved in the run folder
 (``01_prepare.ipynb`` ...). A ``-p name value`` goes to every notebook that declares ``name`` in
-its parameters cell. When the backend resolves to the local factory, one is started for the run
-(store in ``<run_dir>/factory`` unless ``--store`` says otherwise) and stopped afterwards, also
-on failure. Keys are never parameters: they reach the kernels through the environment only.
+its parameters cell. ``05_deploy`` exports the model's weights, which only the local factory
+hands out: on the Mistral API backend that step is skipped, and the log says so. When the
+backend resolves to the local factory, one is started for the run (store in
+``<run_dir>/factory`` unless ``--store`` says otherwise) and stopped afterwards, also on failure.
+Keys are never parameters: they reach the kernels through the environment only.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ from moderation_helpers.backends import resolve_backend
 from moderation_helpers.factory.process import start_factory, stop_factory
 from moderation_helpers.run_folder import ensure_run_dir
 
-STEPS = ("01_prepare", "02_train", "03_monitor", "04_infer")
+STEPS = ("01_prepare", "02_train", "03_monitor", "04_infer", "05_deploy")
+# Steps that need the model's weights, which only a local factory hands out.
+LOCAL_ONLY_STEPS = ("05_deploy",)
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 # Offline defaults for a small machine and the 1,000-row mirror: keep every label and enough
 # rows without any flag. Anything here can be overridden with -p.
@@ -59,7 +63,7 @@ def parse_value(text: str) -> Any:
 
 
 def notebook_paths(notebooks_dir: str | os.PathLike | None = None) -> dict[str, Path]:
-    """The four step notebooks, in order; a missing one is an error naming it."""
+    """The step notebooks, in order; a missing one is an error naming it."""
     folder = Path(notebooks_dir) if notebooks_dir else NOTEBOOKS_DIR
     paths = {step: folder / f"{step}.ipynb" for step in STEPS}
     missing = [str(p) for p in paths.values() if not p.is_file()]
@@ -131,7 +135,7 @@ def run_pipeline(
     kernel_name: str | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Path]:
-    """Execute the four notebooks on ``source`` into ``run_dir``; return the executed copies.
+    """Execute the step notebooks on ``source`` into ``run_dir``; return the executed copies.
 
     ``parameters`` override :data:`DEFAULT_PARAMETERS`. Raises :class:`PipelineError` naming
     the step (and its executed copy, which shows the failing cell) when one fails.
@@ -159,6 +163,12 @@ def run_pipeline(
     with factory:
         for index, (step, path) in enumerate(notebooks.items(), start=1):
             output = run_path / path.name
+            if step in LOCAL_ONLY_STEPS and backend != "local":
+                log(
+                    f"[{index}/{len(notebooks)}] {step} skipped: the model lives on the "
+                    f"{backend} backend, which does not hand out weights to export"
+                )
+                continue
             log(f"[{index}/{len(notebooks)}] {step} -> {output}")
             started = time.monotonic()
             try:
@@ -182,7 +192,8 @@ def run_pipeline(
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="moderation-cookbook",
-        description="Run the moderation cookbook's notebooks (prepare, train, monitor, infer).",
+        description="Run the moderation cookbook's notebooks "
+        "(prepare, train, monitor, infer, deploy).",
     )
     parser.add_argument("--run-dir", required=True, help="folder for every output of the run")
     parser.add_argument(

@@ -25,6 +25,9 @@ LOSS_PNG = "loss.png"
 PREDICTIONS = "predictions.parquet"
 EVALUATION_JSON = "evaluation.json"
 THRESHOLDS_JSON = "thresholds.json"
+MODEL_DIR = "model"  # the exported model folder (05_deploy): model.onnx, tokenizer.json, ...
+MODERATED_DIR = "moderated"  # moderate-corpus's output on the deploy corpus (05_deploy)
+DEPLOY_JSON = "deploy.json"  # speeds and the corpus summary (05_deploy)
 
 
 def ensure_run_dir(run_dir: str | os.PathLike) -> Path:

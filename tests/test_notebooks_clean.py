@@ -11,7 +11,13 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
-EXPECTED = ["01_prepare.ipynb", "02_train.ipynb", "03_monitor.ipynb", "04_infer.ipynb"]
+EXPECTED = [
+    "01_prepare.ipynb",
+    "02_train.ipynb",
+    "03_monitor.ipynb",
+    "04_infer.ipynb",
+    "05_deploy.ipynb",
+]
 
 
 def test_every_step_has_its_notebook():

@@ -12,21 +12,33 @@ import pandas as pd
 import pytest
 
 from moderation_helpers import pipeline
-from moderation_helpers.run_folder import JOB_JSON, LOSS_PNG, METRICS_CSV, read_json
+from moderation_helpers.corpus_io import read_moderated
+from moderation_helpers.deploy import exported_model_id
+from moderation_helpers.run_folder import (
+    DEPLOY_JSON,
+    JOB_JSON,
+    LOSS_PNG,
+    METRICS_CSV,
+    MODEL_DIR,
+    MODERATED_DIR,
+    read_json,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 FAKE_KEY = "fake-mistral-key-7f3c9a1e5b2d4c6f"
 FT_MODEL = re.compile(r"^ft:classifier:[\w.-]+:[0-9a-f]{8}:\d{8}:[0-9a-f]{8}$")
 SMALL = ["-p", "training_steps", "6", "-p", "n_train", "800", "-p", "poll_interval", "0.5"]
+SMALL_DEPLOY = ["-p", "speed_texts", "64"]
 
 
 def tiny_notebooks(folder: Path, fail_at: str | None = None) -> Path:
-    """Four one-cell notebooks declaring a few parameters; ``fail_at`` raises."""
+    """One-cell step notebooks declaring a few parameters; ``fail_at`` raises."""
     declared = {
         "01_prepare": "run_dir = 'x'\nsource = 'x'\nmax_label_fraction = 0.2\nn_train = 10",
         "02_train": "run_dir = 'x'\nbackend = 'auto'\ntraining_steps = 200",
         "03_monitor": "run_dir = 'x'\ntimeout = 3600",
         "04_infer": "run_dir = 'x'",
+        "05_deploy": "run_dir = 'x'\nspeed_texts = 1000",
     }
     folder.mkdir(parents=True, exist_ok=True)
     for step, params in declared.items():
@@ -160,8 +172,8 @@ needs_infer = pytest.mark.skipif(
 )
 
 
-def assert_chain_outputs(run: Path) -> dict:
-    for step in pipeline.STEPS:
+def assert_chain_outputs(run: Path, steps=pipeline.STEPS) -> dict:
+    for step in steps:
         assert (run / f"{step}.ipynb").is_file(), step
     metrics = pd.read_csv(run / METRICS_CSV)
     assert len(metrics) >= 1 and metrics["step"].is_unique
@@ -188,6 +200,7 @@ def test_whole_chain_on_the_local_factory(civil_comments_dir, tmp_path, monkeypa
             "backend",
             "local",
             *SMALL,
+            *SMALL_DEPLOY,
         ]
     )
     captured = capsys.readouterr()
@@ -195,6 +208,13 @@ def test_whole_chain_on_the_local_factory(civil_comments_dir, tmp_path, monkeypa
     assert status == 0, out + captured.err
     record = assert_chain_outputs(run)
     assert record["backend"] == "local"
+    # 05_deploy: the exported model, in-process and int8, and the whole test split through Ray.
+    assert exported_model_id(run / MODEL_DIR) == record["fine_tuned_model"]
+    assert {"model.onnx", "model.int8.onnx", "tokenizer.json"} <= set(os.listdir(run / MODEL_DIR))
+    deployed = read_json(run, DEPLOY_JSON)
+    n_test = len((run / "test.jsonl").read_text(encoding="utf-8").splitlines())
+    assert deployed["corpus"]["complete"] and deployed["corpus"]["rows"] == n_test
+    assert len(read_moderated(run / MODERATED_DIR)) == n_test
     assert f"outputs in {run}" in out and "metrics.csv" in out
     (pid,) = set(factory_pids(out.splitlines()))
     assert not pid_alive(pid)
@@ -220,8 +240,10 @@ def test_with_a_key_auto_targets_mistral_and_no_key_is_written(
         assert status == 0, out.out + out.err
     finally:
         stop_factory(stand_in)
-    record = assert_chain_outputs(run)
+    record = assert_chain_outputs(run, [s for s in pipeline.STEPS if s != "05_deploy"])
     assert record["backend"] == "mistral" and record["server_url"] == stand_in.url
+    assert "05_deploy skipped: the model lives on the mistral backend" in out.out
+    assert not (run / "05_deploy.ipynb").exists()
     assert not (run / "factory").exists(), "a local factory was started for a mistral run"
     assert FAKE_KEY not in out.out + out.err
     leaks = [p for p in run.rglob("*") if p.is_file() and FAKE_KEY.encode() in p.read_bytes()]
