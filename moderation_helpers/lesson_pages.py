@@ -111,6 +111,7 @@ class Sanitizer:
             ids.update({f: "<validation-file-id>" for f in job.get("validation_files") or []})
             if job.get("job_id"):
                 ids[job["job_id"]] = "<job-id>"
+                ids[job["job_id"][:8]] = "<job8>"  # the short form figure titles use
         return cls(run_dir, source, ids=ids)
 
     def __call__(self, text: str) -> str:
@@ -121,6 +122,8 @@ class Sanitizer:
             text = text.replace(path, self.paths[path])
         text = FT_MODEL.sub(r"\1:<hex8>:<date>:<job8>", text)
         text = UUID.sub(self._id, text)
+        for short in (i for i in self.ids if len(i) == 8):
+            text = re.sub(rf"\b{short}\b", self.ids[short], text)
         text = HOST_PORT.sub(r"\1:<port>", text)
         text = ISO_TIME.sub("<time>", text)
         text = PID.sub("pid <pid>", text)
@@ -136,11 +139,14 @@ class Sanitizer:
 
 
 def _display_path(path: Path, placeholder: str) -> str:
-    """How a page names a folder: relative to the repository when near it, else a placeholder."""
-    resolved = path.resolve()
-    for base in (REPO, REPO.parent):
-        if resolved.is_relative_to(base):
-            return os.path.relpath(resolved, REPO)
+    """How a page names a folder: relative to the repository when near it, else a placeholder.
+
+    The path as given counts (a symlinked run folder shows as its link), then its real path.
+    """
+    for candidate in (path.absolute(), path.resolve()):
+        for base in (REPO, REPO.parent):
+            if candidate.is_relative_to(base):
+                return os.path.relpath(candidate, REPO)
     return placeholder
 
 
@@ -158,8 +164,9 @@ def _clean_output(output: nbformat.NotebookNode, clean: Sanitizer) -> nbformat.N
         output.text = clean(output.text)
         return output if output.text.strip() else None
     data = output.get("data", {})
-    for mimetype in WIDGET_MIMETYPES:
-        data.pop(mimetype, None)
+    widget = [data.pop(m) for m in WIDGET_MIMETYPES if m in data]
+    if widget and set(data) <= {"text/plain"}:
+        return None  # a widget with only its repr to fall back on (tqdm's bar): nothing to show
     for mimetype, value in list(data.items()):
         if isinstance(value, str) and (mimetype.startswith("text/") or mimetype.endswith("json")):
             data[mimetype] = clean(value)

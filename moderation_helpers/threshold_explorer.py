@@ -115,12 +115,21 @@ def _label_name(column: Column, n_targets: int) -> str:
     return column[1] if n_targets == 1 else "/".join(column)
 
 
-def _figures_html(table: pd.DataFrame) -> str:
+def _figures_html(table: pd.DataFrame, *, styled: bool = False) -> str:
+    """The figures as an HTML table: shares as percentages, one label name per row.
+
+    ``styled`` wraps it in JupyterLab's own class for rendered HTML, which a widget's HTML
+    does not get by itself.
+    """
     shown = table.copy()
+    if isinstance(shown.index, pd.MultiIndex):
+        n_targets = shown.index.get_level_values(0).nunique()
+        shown.index = pd.Index([_label_name(c, n_targets) for c in shown.index], name="label")
     for column in shown.columns:
         if (column[-1] if isinstance(column, tuple) else column) == "flagged":
             shown[column] = shown[column].map("{:.1%}".format)
-    return shown.to_html(float_format="{:.3f}".format, na_rep="–", justify="left")
+    html = shown.to_html(float_format="{:.3f}".format, na_rep="–", border=0)
+    return f'<div class="jp-RenderedHTMLCommon">{html}</div>' if styled else html
 
 
 class ThresholdExplorer:
@@ -250,14 +259,16 @@ class ThresholdExplorer:
             )
             for split in SPLITS
         }
-        self._readouts[column].value = _figures_html(pd.DataFrame(rows).T[list(FIGURES)])
+        self._readouts[column].value = _figures_html(
+            pd.DataFrame(rows).T[list(FIGURES)], styled=True
+        )
         self._images[column].value = pr_curve_png(
             {s: self.truth[s][column] for s in SPLITS},
             {s: self.scores[s][column] for s in SPLITS},
             threshold,
             _label_name(column, len({t for t, _ in self.columns})),
         )
-        self._summary.value = _figures_html(self.table())
+        self._summary.value = _figures_html(self.table(), styled=True)
 
     def _on_save(self) -> None:
         path = self.save()

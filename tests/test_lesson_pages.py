@@ -143,6 +143,17 @@ def executed_notebook(run_dir: Path) -> nbformat.NotebookNode:
                         },
                     },
                 ),
+                v4.new_output(  # tqdm.auto's bar under papermill: a widget and its repr
+                    "display_data",
+                    data={
+                        "text/plain": "job 922db2b0:   0%|          | 0/200 [00:00<?, ?step/s]",
+                        "application/vnd.jupyter.widget-view+json": {
+                            "model_id": "b7e1",
+                            "version_major": 2,
+                            "version_minor": 0,
+                        },
+                    },
+                ),
                 v4.new_output(
                     "display_data",
                     data={
@@ -174,7 +185,7 @@ def test_pages_are_sanitised_faithful_and_deterministic(tmp_path, monkeypatch):
     assert "http://127.0.0.1:<port>" in text and "pid <pid>" in text and "<job-id>" not in text
     assert "<id-1>" in text and "<time>" in text and "<redacted>" in text
     assert "ft:classifier:ministral-3b-latest:<hex8>:<date>:<job8>" in text
-    assert "100%|" not in text, "progress bars are dropped"
+    assert "100%|" not in text and "0/200" not in text, "progress bars are dropped"
     assert "run_dir = '<run_dir>'" in text and "widget-view" not in text
     assert "<td>&lt;id-1&gt;</td><td>&lt;path&gt;</td>" in text, "placeholders show in HTML"
     assert any(p.suffix == ".png" for p in pages[0]), "the figure is a file beside the page"
