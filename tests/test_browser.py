@@ -156,7 +156,9 @@ def test_the_executed_lesson_renders_in_a_real_browser(executed_notebook, jupyte
                 timeout=60_000,
             )
             assert images.count() == n_images
-            errors = page.locator('.jp-OutputArea-output[data-mime-type*="error"]')
+            # Outputs are tagged with their MIME type: printed text is there, errors are not.
+            assert page.locator('[data-mime-type="application/vnd.jupyter.stdout"]').count() > 0
+            errors = page.locator('[data-mime-type="application/vnd.jupyter.error"]')
             assert errors.count() == 0, errors.all_inner_texts()
             # The threshold explorer, opened untrusted, shows its static table.
             explorer = page.locator(".jp-OutputArea-output table", has_text="flagged")
