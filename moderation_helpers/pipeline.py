@@ -2,6 +2,7 @@
 
     python -m moderation_helpers.pipeline --run-dir runs/demo --source ../shared/data/civil_comments
     moderation-cookbook --run-dir runs/demo --source google/civil_comments -p training_steps 50
+    moderation-cookbook docs      # run on the mirror and render every lesson into docs/
 
 Each notebook runs in its own kernel and its executed copy is saved in the run folder
 (``01_prepare.ipynb`` ...). A ``-p name value`` goes to every notebook that declares ``name`` in
@@ -215,7 +216,15 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point (``moderation-cookbook``); returns the exit status."""
+    """Command-line entry point (``moderation-cookbook``); returns the exit status.
+
+    ``moderation-cookbook docs ...`` renders the executed lessons instead (``lesson_pages``).
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["docs"]:
+        from moderation_helpers.lesson_pages import main as docs_main  # it imports this module
+
+        return docs_main(argv[1:])
     args = _parse_args(argv)
     parameters = {name: parse_value(value) for name, value in args.parameter}
     try:

@@ -1,0 +1,244 @@
+"""docs/: rendered lessons that match their notebooks and carry nothing of the machine."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import re
+import shutil
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import nbformat  # noqa: E402
+import papermill  # noqa: E402
+import pytest  # noqa: E402
+
+from moderation_helpers import lesson_pages as lp  # noqa: E402
+from moderation_helpers import pipeline  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+DOCS = REPO / "docs"
+SECRET = "sk-test-never-published-0123456789abcdef"
+# Written apart from lesson_pages' own patterns, so that a gap there is caught here.
+LEAKS = {
+    "an absolute path": re.compile(r"(?<![\w.~])/(?:work|root|tmp|home)/"),
+    "a local server's port": re.compile(r"\b(?:127\.0\.0\.1|localhost|0\.0\.0\.0):\d+"),
+    "a key-like string": re.compile(
+        r"\b(?:sk|pk|api|key|token)[-_][A-Za-z0-9_-]{16,}|\b[A-Za-z0-9+/]{40,}\b"
+    ),
+    "an id of one run": re.compile(
+        r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+    ),
+}
+
+
+def leaks_in(folder: Path) -> list[str]:
+    found = []
+    for path in sorted(folder.rglob("*")):
+        if path.suffix not in (".md", ".txt", ".json", ".html"):
+            continue
+        text = path.read_text(encoding="utf-8")
+        for what, pattern in LEAKS.items():
+            found += [f"{path.name}: {what}: {m.group(0)!r}" for m in pattern.finditer(text)]
+        found += [f"{path.name}: a secret" for s in env_secrets() if s in text]
+    return found
+
+
+def env_secrets() -> list[str]:
+    return [os.environ[n] for n in lp.SECRET_ENV if len(os.environ.get(n) or "") >= 4]
+
+
+# --------------------------------------------------------------------------- the committed docs
+
+
+def test_committed_pages_match_the_notebooks():
+    problems = lp.check_pages()
+    assert not problems, "\n\n".join(problems)
+
+
+def test_committed_pages_carry_no_path_port_id_or_key():
+    assert DOCS.is_dir(), f"{DOCS} is missing: run `{lp.REGENERATE}`"
+    assert leaks_in(DOCS) == []
+
+
+def test_committed_docs_hold_the_readme_figures():
+    for name in lp.RUN_FIGURES:
+        assert (DOCS / lp.FIGURES_DIR / name).read_bytes()[:4] == b"\x89PNG", name
+    index = (DOCS / "README.md").read_text(encoding="utf-8")
+    for step in pipeline.STEPS:
+        assert f"({step}.md)" in index
+    for link in re.findall(r"\]\(([^)]+\.(?:md|png))\)", index):
+        assert (DOCS / link).is_file(), link
+
+
+def test_a_drifted_lesson_is_named_with_the_command_that_fixes_it(tmp_path):
+    notebooks = tmp_path / "notebooks"
+    shutil.copytree(REPO / "notebooks", notebooks)
+    path = notebooks / "04_infer.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    code = next(c for c in nb.cells if c.cell_type == "code" and "import" in c.source)
+    code.source += "\nprint('a new line')"
+    nbformat.write(nb, path)
+    (problem,) = lp.check_pages(notebooks, DOCS)
+    assert "04_infer.md no longer matches notebooks/04_infer.ipynb" in problem
+    assert "print('a new line')" in problem and "moderation-cookbook docs" in problem
+
+
+# --------------------------------------------------------------------------- the renderer
+
+
+def png_bytes() -> bytes:
+    fig, ax = plt.subplots(figsize=(2, 1.5))
+    ax.plot([0, 1], [1, 0])
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", metadata={"Software": None})
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def executed_notebook(run_dir: Path) -> nbformat.NotebookNode:
+    """An executed notebook with every kind of output a lesson shows, volatile parts included."""
+    v4 = nbformat.v4
+    job = "922db2b0-6d7c-4cea-be63-9bc8c4930ec3"
+    cells = [
+        v4.new_markdown_cell("# Lesson\n\nAn example:\n\n```python\nmoderate(['hi'])\n```"),
+        v4.new_code_cell("run_dir = 'runs/latest'", metadata={"tags": ["parameters"]}),
+        v4.new_code_cell(
+            f"run_dir = '{run_dir}'\nsource = '/work/shared/data'",
+            metadata={"tags": ["injected-parameters"]},
+        ),
+        v4.new_code_cell(
+            "print(service)",
+            outputs=[
+                v4.new_output(
+                    "stream",
+                    name="stdout",
+                    text=f"factory at http://127.0.0.1:39381 (pid 4242), job {job}\n"
+                    f"wrote {run_dir}/job.json at 2026-11-26T03:02:46.056Z, key {SECRET}\n"
+                    "model ft:classifier:ministral-3b-latest:9f3b4b5f:20261126:922db2b0\n",
+                ),
+                v4.new_output(
+                    "stream",
+                    name="stderr",
+                    text="test: 100%|██████████| 101/101 [00:03<00:00, 29.06text/s]\n",
+                ),
+            ],
+        ),
+        v4.new_code_cell(
+            "explorer",
+            outputs=[
+                v4.new_output(
+                    "display_data",
+                    data={
+                        "text/plain": "explorer",
+                        "text/html": f"<table><tr><td>{job}</td><td>/root/x</td></tr></table>",
+                        "application/vnd.jupyter.widget-view+json": {
+                            "model_id": "a3f9",
+                            "version_major": 2,
+                            "version_minor": 0,
+                        },
+                    },
+                ),
+                v4.new_output(  # tqdm.auto's bar under papermill: a widget and its repr
+                    "display_data",
+                    data={
+                        "text/plain": "job 922db2b0:   0%|          | 0/200 [00:00<?, ?step/s]",
+                        "application/vnd.jupyter.widget-view+json": {
+                            "model_id": "b7e1",
+                            "version_major": 2,
+                            "version_minor": 0,
+                        },
+                    },
+                ),
+                v4.new_output(
+                    "display_data",
+                    data={
+                        "image/png": base64.b64encode(png_bytes()).decode(),
+                        "text/plain": "<Figure size 200x150 with 1 Axes>",
+                    },
+                ),
+            ],
+        ),
+    ]
+    return v4.new_notebook(cells=cells, metadata={"language_info": {"name": "python"}})
+
+
+def test_pages_are_sanitised_faithful_and_deterministic(tmp_path, monkeypatch):
+    monkeypatch.setenv("MISTRAL_API_KEY", SECRET)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    nb = executed_notebook(run_dir)
+    pages = []
+    for attempt in ("first", "second"):
+        out = tmp_path / attempt
+        out.mkdir()
+        clean = lp.Sanitizer.for_run(run_dir, "/work/shared/data")
+        written = lp.render_page(lp.page_notebook(nb, clean), "04_infer", out)
+        pages.append({p.relative_to(out): p.read_bytes() for p in written})
+    assert pages[0] == pages[1], "rendering twice must give the same bytes"
+    text = (tmp_path / "first" / "04_infer.md").read_text(encoding="utf-8")
+    assert leaks_in(tmp_path / "first") == []
+    assert "http://127.0.0.1:<port>" in text and "pid <pid>" in text and "<job-id>" not in text
+    assert "<id-1>" in text and "<time>" in text and "<redacted>" in text
+    assert "ft:classifier:ministral-3b-latest:<hex8>:<date>:<job8>" in text
+    assert "100%|" not in text and "0/200" not in text, "progress bars are dropped"
+    assert "run_dir = '<run_dir>'" in text and "widget-view" not in text
+    assert "<td>&lt;id-1&gt;</td><td>&lt;path&gt;</td>" in text, "placeholders show in HTML"
+    assert any(p.suffix == ".png" for p in pages[0]), "the figure is a file beside the page"
+    assert f"04_infer_files/{next(p.name for p in pages[0] if p.suffix == '.png')}" in text
+    # The page's python fences are the lesson's code cells (and its Markdown examples).
+    source = nbformat.v4.new_notebook(cells=[c for c in nb.cells if "injected" not in str(c)])
+    assert lp.python_blocks(text) == lp.lesson_blocks(source)
+    assert lp.python_blocks(text)[0] == "moderate(['hi'])"
+
+
+def test_an_error_output_is_never_published(tmp_path):
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell(
+                "1/0",
+                outputs=[nbformat.v4.new_output("error", ename="ZeroDivisionError", evalue="x")],
+            )
+        ]
+    )
+    with pytest.raises(ValueError, match="ZeroDivisionError"):
+        lp.page_notebook(nb, lp.Sanitizer(tmp_path))
+
+
+@pytest.mark.slow
+@pytest.mark.needs_data
+def test_an_executed_lesson_renders_to_the_same_bytes_twice(civil_comments_dir, tmp_path):
+    """01_prepare for real: its figure (matplotlib's PNG) and page are stable across runs."""
+    step = pipeline.STEPS[0]
+    pages = []
+    for attempt in ("a", "b"):
+        run = tmp_path / f"run-{attempt}"
+        run.mkdir()
+        papermill.execute_notebook(
+            str(REPO / "notebooks" / f"{step}.ipynb"),
+            str(run / f"{step}.ipynb"),
+            parameters={
+                "source": str(civil_comments_dir),
+                "run_dir": str(run),
+                "max_label_fraction": pipeline.DEFAULT_PARAMETERS["max_label_fraction"],
+                "zero_flags_fraction": pipeline.DEFAULT_PARAMETERS["zero_flags_fraction"],
+                "n_train": 300,
+                "n_validation": 50,
+                "n_test": 50,
+            },
+            progress_bar=False,
+            cwd=str(REPO),
+        )
+        out = tmp_path / f"docs-{attempt}"
+        out.mkdir()
+        clean = lp.Sanitizer.for_run(run, str(civil_comments_dir))
+        nb = nbformat.read(run / f"{step}.ipynb", as_version=4)
+        written = lp.render_page(lp.page_notebook(nb, clean), step, out)
+        pages.append({p.relative_to(out): p.read_bytes() for p in written})
+    assert pages[0] == pages[1]
+    assert any(p.suffix == ".png" for p in pages[0])
+    assert leaks_in(tmp_path / "docs-a") == []
