@@ -18,8 +18,6 @@ from moderation_helpers.model_folder import CLASSIFIER_JSON, VARIANT_FILES
 from moderation_helpers.moderation import fine_tuned_model
 from moderation_helpers.run_folder import JOB_JSON, MODEL_DIR, read_json
 
-STORE_ENV = "MODERATION_FACTORY_STORE"
-DEFAULT_STORE = Path("~/.cache/moderation-cookbook/factory")
 PIPELINE_STORE = "factory"  # where the pipeline's factory keeps its store, inside the run
 
 
@@ -32,7 +30,9 @@ def factory_store(run_dir: str | os.PathLike, store: str | os.PathLike | None = 
     in_run = Path(run_dir) / PIPELINE_STORE
     if in_run.is_dir():
         return in_run
-    return Path(os.environ.get(STORE_ENV) or DEFAULT_STORE).expanduser()
+    from moderation_helpers.factory.__main__ import default_store
+
+    return default_store()
 
 
 def exported_model_id(folder: str | os.PathLike) -> str | None:
