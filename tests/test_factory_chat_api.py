@@ -234,6 +234,9 @@ def test_paging_is_bounded_and_past_the_end_is_empty(http):
     assert {d["loc"][-1] for d in huge.json()["detail"]} == {"page", "page_size"}
     assert http.get("/v1/fine_tuning/jobs", params={"page": -1}).status_code == 422
     assert http.get("/v1/files", params={"page": 999_999, "page_size": 1000}).json()["data"] == []
+    assert http.get("/v1/files", params={"mimetypes": "no mime"}).status_code == 422
+    listed = http.get("/v1/files", params={"mimetypes": ["application/jsonl"], "purpose": "ocr"})
+    assert listed.json() == {"data": [], "object": "list", "total": 0}
 
 
 def test_unimplemented_paths_say_so(http):

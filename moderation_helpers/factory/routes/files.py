@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import FileResponse
+from pydantic import StringConstraints
 from starlette.concurrency import run_in_threadpool
 
 from moderation_helpers.factory.responses import MIMETYPE, file_out, invalid, not_found
@@ -28,6 +29,7 @@ router = APIRouter(prefix="/v1/files", tags=["files"])
 SampleType = Literal["pretrain", "instruct", "batch_request", "batch_result", "batch_error"]
 Source = Literal["upload", "repository", "mistral"]
 FilePurpose = Literal["fine-tune", "batch", "ocr"]
+MimeType = Annotated[str, StringConstraints(pattern=r"^[\w.+-]+/[\w.+*-]+$", max_length=255)]
 signed_router = APIRouter(prefix="/v1/files", tags=["files"])
 
 MAX_URL_HOURS = 24 * 7
@@ -61,7 +63,7 @@ def list_files(
     source: Annotated[list[Source] | None, Query()] = None,
     search: Annotated[str | None, Query(max_length=1_000)] = None,
     purpose: FilePurpose | None = None,
-    mimetypes: Annotated[list[str] | None, Query()] = None,
+    mimetypes: Annotated[list[MimeType] | None, Query()] = None,
 ) -> dict[str, Any]:
     # Every upload here is an "instruct" JSONL "upload": other filters match nothing.
     if (
