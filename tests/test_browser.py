@@ -128,10 +128,17 @@ def jupyterlab(executed_notebook, tmp_path):
         log.close()
 
 
-def test_the_executed_lesson_renders_in_a_real_browser(executed_notebook, jupyterlab, tmp_path):
+@pytest.fixture
+def chromium() -> str:
+    """First of the test's fixtures: without a browser it skips before training anything."""
+    return find_chromium()
+
+
+def test_the_executed_lesson_renders_in_a_real_browser(
+    chromium, executed_notebook, jupyterlab, tmp_path
+):
     from playwright.sync_api import sync_playwright
 
-    chromium = find_chromium()
     base, token = jupyterlab
     nb = nbformat.read(executed_notebook, as_version=4)
     n_images = sum(
