@@ -128,9 +128,9 @@ def jupyterlab(executed_notebook, tmp_path):
         log.close()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def chromium() -> str:
-    """First of the test's fixtures: without a browser it skips before training anything."""
+    """Session-scoped and first, so that without a browser the test skips before training."""
     return find_chromium()
 
 
