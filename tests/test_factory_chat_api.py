@@ -50,6 +50,10 @@ def fake_scores(models, record, texts):
     ]
 
 
+async def fake_scores_async(models, record, texts, **_):
+    return fake_scores(models, record, texts)
+
+
 seen: list[list[str]] = []
 
 
@@ -64,7 +68,8 @@ def store(tmp_path) -> Store:
 @pytest.fixture
 def http(store, monkeypatch):
     for module in (classifications, moderations):
-        monkeypatch.setattr(module, "score_texts", fake_scores)
+        # The routes are async and await their batch (factory/scoring.py).
+        monkeypatch.setattr(module, "score_texts_async", fake_scores_async)
     seen.clear()
     with TestClient(create_app(store, run_scheduler=False)) as client:
         yield client
