@@ -62,6 +62,8 @@ with warnings.catch_warnings():
 
 __all__ = ["CorpusError", "moderate_corpus", "main"]
 
+LOOPBACK = "127.0.0.1"
+
 
 def available_cpus() -> int:
     """The cores this process may use (the affinity mask, not the machine's total)."""
@@ -111,7 +113,13 @@ def ray_session(
         if address:
             ray.init(address=address, **quiet)
         else:
-            ray.init(num_cpus=num_cpus or available_cpus(), include_dashboard=False, **quiet)
+            # An embedded Ray talks to itself on loopback only, never on the machine's network.
+            ray.init(
+                num_cpus=num_cpus or available_cpus(),
+                include_dashboard=False,
+                _node_ip_address=LOOPBACK,
+                **quiet,
+            )
     try:
         resources = ray.cluster_resources()
         where = f"Ray cluster at {address}" if address else "local Ray"

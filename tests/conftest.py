@@ -4,7 +4,6 @@ folder and a small trained job. Each is session-scoped so the suite trains once.
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -74,29 +73,17 @@ def trained_job(factory, prepared_run_dir):
 
     Returns ``(client, job)``; ``job.fine_tuned_model`` classifies.
     """
+    from sdk_jobs import train_through_sdk
+
     from moderation_helpers.backends import connect
 
     client = connect("local", server_url=factory.url).client
-    files = {}
-    for split in ("train", "validation"):
-        path = prepared_run_dir / f"{split}.jsonl"
-        with path.open("rb") as fh:
-            files[split] = client.files.upload(
-                file={"file_name": path.name, "content": fh.read()}, purpose="fine-tune"
-            ).id
-    job = client.fine_tuning.jobs.create(
-        model="ministral-3b-latest",
-        job_type="classifier",
-        training_files=[{"file_id": files["train"], "weight": 1}],
-        validation_files=[files["validation"]],
-        hyperparameters={"training_steps": TEST_TRAINING_STEPS, "learning_rate": 1e-4},
-        auto_start=True,
-    )
-    deadline = time.monotonic() + 600
-    while job.status not in ("SUCCESS", "FAILED", "FAILED_VALIDATION", "CANCELLED"):
-        assert time.monotonic() < deadline, f"job {job.id} still {job.status} after 600 s"
-        time.sleep(1)
-        job = client.fine_tuning.jobs.get(job_id=job.id)
+    files = {
+        split: (f"{split}.jsonl", (prepared_run_dir / f"{split}.jsonl").read_bytes())
+        for split in ("train", "validation")
+    }
+    hyperparameters = {"training_steps": TEST_TRAINING_STEPS, "learning_rate": 1e-4}
+    job = train_through_sdk(client, files, hyperparameters)
     assert job.status == "SUCCESS", f"test job ended {job.status}"
     return client, job
 

@@ -4,10 +4,9 @@ update / archive / unarchive, and a job trained on chat-format (``messages``) li
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import pytest
+from sdk_jobs import train_through_sdk
 
 from moderation_helpers.data import text_jsonl_to_chat
 from moderation_helpers.factory.routes.moderations import THRESHOLDS_HEADER
@@ -96,27 +95,13 @@ def test_new_routes_through_the_sdk_on_the_trained_model(trained_job, factory, p
 
 def test_a_job_trained_on_chat_lines_classifies_and_moderates_chats(trained_job, prepared_run_dir):
     client, _ = trained_job
-    ids = {}
+    files = {}
     for split in ("train", "validation"):
         chat = text_jsonl_to_chat((prepared_run_dir / f"{split}.jsonl").read_text("utf-8"))
         assert chat.startswith('{"messages":')
-        ids[split] = client.files.upload(
-            file={"file_name": f"chat-{split}.jsonl", "content": chat.encode()}
-        ).id
-    job = client.fine_tuning.jobs.create(
-        model="ministral-3b-latest",
-        job_type="classifier",
-        training_files=[{"file_id": ids["train"], "weight": 1}],
-        validation_files=[ids["validation"]],
-        hyperparameters={"training_steps": 4, "learning_rate": 1e-4, "seq_len": 64},
-        suffix="chat",
-        auto_start=True,
-    )
-    deadline = time.monotonic() + 600
-    while job.status not in ("SUCCESS", "FAILED", "FAILED_VALIDATION", "CANCELLED"):
-        assert time.monotonic() < deadline, f"chat job still {job.status}"
-        time.sleep(1)
-        job = client.fine_tuning.jobs.get(job_id=job.id)
+        files[split] = (f"chat-{split}.jsonl", chat.encode())
+    hyperparameters = {"training_steps": 4, "learning_rate": 1e-4, "seq_len": 64}
+    job = train_through_sdk(client, files, hyperparameters, suffix="chat")
     assert job.status == "SUCCESS", job.events[-1].data
     assert job.metadata.data_tokens > 0 and job.checkpoints
     check_chat_and_moderation(client, job.fine_tuned_model)
