@@ -27,6 +27,7 @@ EVALUATION_JSON = "evaluation.json"
 THRESHOLDS_JSON = "thresholds.json"
 MODEL_DIR = "model"  # the exported model folder (05_deploy): model.onnx, tokenizer.json, ...
 MODERATED_DIR = "moderated"  # moderate-corpus's output on the deploy corpus (05_deploy)
+RENDERED_TEST = "test_rendered.parquet"  # a chat run's test split as texts, for Ray (05_deploy)
 DEPLOY_JSON = "deploy.json"  # speeds and the corpus summary (05_deploy)
 
 
