@@ -64,6 +64,9 @@ FT_MODEL = re.compile(r"\b(ft:classifier:[\w.-]+):[0-9a-f]{8}:\d{8}:[0-9a-f]{8}\
 HOST_PORT = re.compile(r"\b(127\.0\.0\.1|localhost|0\.0\.0\.0|\[::1\]):\d{2,5}\b")
 ISO_TIME = re.compile(r"\b\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?\b")
 PID = re.compile(r"\bpid (\d+)\b")
+# A log record stamped with its time (Ray's warnings, its core worker's notes with pids and actor
+# ids): the engine talking, not the lesson, and different at every run.
+LOG_RECORD = re.compile(r"^[ \t]*\[?<time>,\d+[ \t].*(?:\n|$)", re.M)
 ABSOLUTE_PATH = re.compile(
     r"(?<![\w.~:/-])/(?:work|root|tmp|home|Users|var|private|mnt)(?:/[^\s\"'<>`),\]]*)?"
 )
@@ -126,6 +129,7 @@ class Sanitizer:
             text = re.sub(rf"\b{short}\b", self.ids[short], text)
         text = HOST_PORT.sub(r"\1:<port>", text)
         text = ISO_TIME.sub("<time>", text)
+        text = LOG_RECORD.sub("", text)
         text = PID.sub("pid <pid>", text)
         text = KEY_LIKE.sub("<redacted>", text)  # whatever looks like a key, even if unknown
         return ABSOLUTE_PATH.sub("<path>", text)

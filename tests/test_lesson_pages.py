@@ -242,3 +242,14 @@ def test_an_executed_lesson_renders_to_the_same_bytes_twice(civil_comments_dir, 
     assert pages[0] == pages[1]
     assert any(p.suffix == ".png" for p in pages[0])
     assert leaks_in(tmp_path / "docs-a") == []
+
+
+def test_time_stamped_log_records_are_dropped_and_the_lesson_kept(tmp_path):
+    clean = lp.Sanitizer.for_run(tmp_path, "../shared/data/civil_comments")
+    printed = (
+        "local Ray: 2 CPUs\n"
+        "2026-11-26 04:46:28,455\tWARNING authentication_token_setup.py:85 -- Token auth\n"
+        "[2026-11-26 04:46:36,223 E 5306 5306] core_worker.cc:2465: Actor ID: 'f5ad49ec'\n"
+        "actor pool: 2 × 1 thread(s)\n"
+    )
+    assert clean(printed) == "local Ray: 2 CPUs\nactor pool: 2 × 1 thread(s)\n"
