@@ -11,12 +11,12 @@ from typing import Any
 from fastapi import APIRouter
 
 from moderation_helpers.factory.chat_inputs import encoder_inputs
-from moderation_helpers.factory.responses import classification_out, invalid, not_found
+from moderation_helpers.factory.responses import classification_out, invalid
 from moderation_helpers.factory.routes.chat import conversations_of
 from moderation_helpers.factory.routes.deps import ModelsDep, StoreDep
+from moderation_helpers.factory.routes.models import model_or_404
 from moderation_helpers.factory.schemas import ChatClassificationIn, ClassificationIn
 from moderation_helpers.factory.scoring import score_texts_async
-from moderation_helpers.factory.store import Store
 
 router = APIRouter(prefix="/v1", tags=["classifications"])
 
@@ -29,17 +29,10 @@ def texts_of(inputs: str | list[str]) -> list[str]:
     return texts
 
 
-def _model(store: Store, model_id: str) -> dict[str, Any]:
-    record = store.get_model(model_id)
-    if record is None:
-        raise not_found("model", model_id)
-    return record
-
-
 @router.post("/classifications")
 async def classify(body: ClassificationIn, store: StoreDep, models: ModelsDep) -> dict[str, Any]:
     texts = texts_of(body.inputs)
-    record = _model(store, body.model)  # a WAL read: sub-millisecond, never waits on writers
+    record = model_or_404(store, body.model)  # a WAL read: sub-millisecond, never waits on writers
     return classification_out(record, await score_texts_async(models, record, texts))
 
 
@@ -48,6 +41,6 @@ async def classify_chat(
     body: ChatClassificationIn, store: StoreDep, models: ModelsDep
 ) -> dict[str, Any]:
     conversations = conversations_of(body.inputs)
-    record = _model(store, body.model)
+    record = model_or_404(store, body.model)
     texts = encoder_inputs(record, conversations)
     return classification_out(record, await score_texts_async(models, record, texts))
