@@ -21,7 +21,7 @@ from sklearn.multiclass import OneVsRestClassifier
 from sklearn.pipeline import make_pipeline, make_union
 from sklearn.preprocessing import MultiLabelBinarizer
 
-from moderation_helpers.jsonl import read_jsonl
+from moderation_helpers.core.jsonl import read_jsonl
 
 TARGET = "moderation"
 SAFE = "safe"
@@ -83,7 +83,7 @@ def minilm_embedder(batch_size: int = 32):
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    from moderation_helpers.factory.trainer import encoder_path
+    from moderation_helpers.classifier.training import encoder_path
 
     path = str(encoder_path())
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)

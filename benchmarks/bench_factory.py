@@ -54,7 +54,7 @@ def prepare(run_dir: Path | None, source: Path, workdir: Path) -> Path:
     """A prepared run folder: the one given, or the cookbook's prepare step on ``source``."""
     if run_dir is not None:
         return run_dir
-    from moderation_helpers.data import prepare_run
+    from moderation_helpers.recipe.prepare import prepare_run
 
     run_dir = workdir / "run"
     prepare_run(str(source), run_dir, seed=0, max_label_fraction=1.0, zero_flags_fraction=0.4)
@@ -110,8 +110,8 @@ def train_job(client, run_dir: Path, steps: int, learning_rate: float) -> dict:
 
 def training_breakdown(store: Path, job_id: str) -> dict:
     """The trainer's own timings, from the job's result.json in the factory's store."""
-    from moderation_helpers.factory.store import Store
-    from moderation_helpers.factory.worker import RESULT_JSON
+    from moderation_helpers.factory.queue.worker import RESULT_JSON
+    from moderation_helpers.factory.store.db import Store
 
     path = Store(store).job_dir(job_id) / RESULT_JSON
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
@@ -155,8 +155,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
 
-    from moderation_helpers.backends import connect
     from moderation_helpers.factory.process import start_factory, stop_factory
+    from moderation_helpers.recipe.client import connect
 
     load_before = load_average()
     with tempfile.TemporaryDirectory(prefix="bench-factory-") as tmp:

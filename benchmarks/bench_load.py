@@ -210,8 +210,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--max-batch-tokens", type=int, help="the server's batch budget")
     args = parser.parse_args(argv)
 
-    from moderation_helpers.backends import connect
     from moderation_helpers.factory.process import start_factory, stop_factory
+    from moderation_helpers.recipe.client import connect
 
     for name, value in (
         ("BATCH_WINDOW_MS", args.window_ms),

@@ -31,7 +31,7 @@ def baseline(texts: list[str]) -> Callable[[], None]:
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    from moderation_helpers.factory.trainer import encoder_path
+    from moderation_helpers.classifier.training import encoder_path
 
     tokenizer = AutoTokenizer.from_pretrained(str(encoder_path()))
     model = AutoModel.from_pretrained(str(encoder_path()), dtype=torch.float32).eval()
@@ -67,7 +67,7 @@ def sdk(url: str, model_id: str, texts: list[str]) -> Callable[[], None]:
 def macro_auc(scores: dict[str, np.ndarray], moderator, run_dir: Path) -> float:
     from sklearn.metrics import roc_auc_score
 
-    from moderation_helpers.jsonl import read_jsonl
+    from moderation_helpers.core.jsonl import read_jsonl
 
     test = list(read_jsonl(run_dir / "test.jsonl"))
     values = []
@@ -89,9 +89,9 @@ def main() -> None:
     parser.add_argument("--model-id")
     args = parser.parse_args()
 
-    from moderation_helpers.export import export_model
-    from moderation_helpers.jsonl import read_jsonl
-    from moderation_helpers.moderator import Moderator
+    from moderation_helpers.core.jsonl import read_jsonl
+    from moderation_helpers.export.onnx import export_model
+    from moderation_helpers.model.moderator import Moderator
 
     frame = pd.read_parquet(MIRROR / "data" / "train-00000-of-00001.parquet", columns=["text"])
     texts = frame["text"].dropna().astype(str).tolist()[: args.texts]

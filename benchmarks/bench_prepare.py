@@ -6,7 +6,7 @@
 Builds a 1,000,000 / 50,000 / 50,000-row copy of the civil_comments mirror by resampling its
 rows (with replacement, seeded) into parquet files laid out like the hub repository, then times
 
-* the helpers of ``moderation_helpers.data``: load + threshold + balance + drop rare + write JSONL
+* the helpers of ``moderation_helpers.recipe.prepare``: load + threshold + balance + drop rare + write JSONL
   (each phase, best of ``--repeat``), with the figure and the validator timed apart;
 * ``prepare_loop_baseline.py``: the same recipe with streamed dicts, Python loops and iterrows.
 
@@ -29,10 +29,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from moderation_helpers import data
-from moderation_helpers.jsonl import validate_jsonl
-from moderation_helpers.plots.distribution import plot_distribution
-from moderation_helpers.run_folder import SPLIT_FILES
+from moderation_helpers.core.jsonl import validate_jsonl
+from moderation_helpers.pages.plots.distribution import plot_distribution
+from moderation_helpers.recipe import prepare as data
+from moderation_helpers.recipe.run_folder import SPLIT_FILES
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MIRROR = REPO.parent / "shared" / "data" / "civil_comments"

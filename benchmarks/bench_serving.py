@@ -46,7 +46,7 @@ SDK_BATCH = 100
 MODERATOR_PROBE = r"""
 import json, sys, time
 t0 = time.perf_counter()
-from moderation_helpers.moderator import Moderator
+from moderation_helpers.model.moderator import Moderator
 m = Moderator.load(sys.argv[1], variant=sys.argv[2])
 load = time.perf_counter() - t0
 texts = json.load(open(sys.argv[3]))
@@ -85,7 +85,7 @@ def baseline_texts_per_second(texts: list[str], seq_len: int) -> float:
     from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from moderation_helpers.factory.trainer import encoder_path
+    from moderation_helpers.classifier.training import encoder_path
 
     hf_logging.disable_progress_bar()
     tokenizer = AutoTokenizer.from_pretrained(str(encoder_path()))
@@ -157,13 +157,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
 
-    from moderation_helpers.backends import connect
-    from moderation_helpers.corpus import moderate_corpus
-    from moderation_helpers.deploy import cycle, exported_model_id, texts_per_second
-    from moderation_helpers.evaluate import classify_texts
-    from moderation_helpers.export import export_model
+    from moderation_helpers.corpus.run import moderate_corpus
+    from moderation_helpers.export.onnx import export_model
     from moderation_helpers.factory.process import start_factory, stop_factory
-    from moderation_helpers.model_folder import read_classifier
+    from moderation_helpers.model.folder import read_classifier
+    from moderation_helpers.recipe.client import connect
+    from moderation_helpers.recipe.deploy import cycle, exported_model_id, texts_per_second
+    from moderation_helpers.recipe.evaluate import classify_texts
 
     load_before = load_average()
     figures: dict[str, Any] = {"cpu": cpu_name(), "cores": os.cpu_count()}

@@ -60,7 +60,7 @@ def factory(tmp_path_factory):
 @pytest.fixture(scope="session")
 def prepared_run_dir(civil_comments_dir, tmp_path_factory) -> Path:
     """A run folder holding the prepare step's outputs for the whole mirror."""
-    from moderation_helpers.data import prepare_run
+    from moderation_helpers.recipe.prepare import prepare_run
 
     run_dir = tmp_path_factory.mktemp("run-prepared")
     prepare_run(str(civil_comments_dir), run_dir, seed=0, **PREPARE_PARAMS)
@@ -75,7 +75,7 @@ def trained_job(factory, prepared_run_dir):
     """
     from sdk_jobs import train_through_sdk
 
-    from moderation_helpers.backends import connect
+    from moderation_helpers.recipe.client import connect
 
     client = connect("local", server_url=factory.url).client
     files = {
@@ -95,7 +95,7 @@ def exported_model(trained_job, factory, prepared_run_dir, tmp_path_factory) -> 
     import json
     import shutil
 
-    from moderation_helpers.export import export_model
+    from moderation_helpers.export.onnx import export_model
 
     _, job = trained_job
     run = tmp_path_factory.mktemp("export-run")

@@ -11,14 +11,14 @@ import socket
 import pytest
 from mistralai.client import errors as sdk_errors
 
-from moderation_helpers.backends import (
+from moderation_helpers.factory.process import pid_alive, start_factory, stop_factory
+from moderation_helpers.recipe.client import (
     DEFAULT_FACTORY_URL,
     DEFAULT_MISTRAL_URL,
     connect,
     require_fine_tuning,
     resolve_backend,
 )
-from moderation_helpers.factory.process import pid_alive, start_factory, stop_factory
 
 SECRET = "sk-test-not-a-real-key-0123456789"
 

@@ -24,8 +24,8 @@ import nbformat
 import papermill
 import pytest
 
-from moderation_helpers import jobs
-from moderation_helpers.run_folder import PREPARE_SUMMARY, SPLIT_FILES
+from moderation_helpers.recipe import jobs
+from moderation_helpers.recipe.run_folder import PREPARE_SUMMARY, SPLIT_FILES
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "04_infer.ipynb"

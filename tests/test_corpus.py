@@ -17,20 +17,20 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from moderation_helpers import corpus
-from moderation_helpers.corpus_io import (
+from moderation_helpers.corpus.files import (
     MANIFEST,
     CorpusError,
     read_corpus,
     read_moderated,
 )
-from moderation_helpers.corpus_scoring import (
+from moderation_helpers.corpus.run import run as corpus
+from moderation_helpers.corpus.scoring import (
     EMPTY_TEXT,
     MISSING_TEXT,
     flag_lists,
     text_errors,
 )
-from moderation_helpers.evaluate import flagged_labels, predict
+from moderation_helpers.recipe.evaluate import flagged_labels, predict
 
 LABELS = ["insult", "safe", "toxicity"]
 THRESHOLDS = {"moderation": {"insult": 0.5, "safe": 0.5, "toxicity": 0.3}}

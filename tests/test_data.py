@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from moderation_helpers import data
-from moderation_helpers.jsonl import read_jsonl, validate_jsonl
-from moderation_helpers.run_folder import DISTRIBUTION_PNG, PREPARE_SUMMARY, SPLIT_FILES
+from moderation_helpers.core.jsonl import read_jsonl, validate_jsonl
+from moderation_helpers.recipe import prepare as data
+from moderation_helpers.recipe.run_folder import DISTRIBUTION_PNG, PREPARE_SUMMARY, SPLIT_FILES
 
 REPO = Path(__file__).resolve().parents[1]
 MIRROR_SIZES = dict(n_train=800, n_validation=100, n_test=101)
@@ -385,7 +385,7 @@ def test_the_loop_baseline_writes_the_same_examples(civil_comments_dir, tmp_path
 
 
 def test_the_distribution_figure_has_three_panels_per_split(tmp_path):
-    from moderation_helpers.plots.distribution import plot_distribution
+    from moderation_helpers.pages.plots.distribution import plot_distribution
 
     flags = {
         "train": frame([[True, False], [False, False], [True, True]], "ab"),
@@ -403,7 +403,7 @@ def test_the_distribution_figure_has_three_panels_per_split(tmp_path):
 
 
 def test_chat_format_writes_each_text_as_the_user_turn_of_a_conversation(tmp_path):
-    from moderation_helpers.conversation import example_texts
+    from moderation_helpers.core.conversation import example_texts
 
     texts = pd.Series(['he said "hi", "labels": {} \\', "café \u2028 a/b", "two\nlines"])
     flags = pd.DataFrame({"insult": [True, False, False], "threat": [False, False, True]})

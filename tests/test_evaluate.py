@@ -13,9 +13,9 @@ import pytest
 from mistralai.client import errors
 from mistralai.client.models import ClassificationResponse
 
-from moderation_helpers import evaluate as ev
-
-# --------------------------------------------------------------------------- fakes
+from moderation_helpers.recipe import (
+    evaluate as ev,  # --------------------------------------------------------------------------- fakes
+)
 
 
 class FakeClassifiers:
@@ -325,7 +325,7 @@ def test_moderation_api_baseline_maps_categories():
 
 
 def test_figures_draw_a_curve_per_defined_label_and_say_why_not_otherwise():
-    from moderation_helpers.plots.evaluation import (
+    from moderation_helpers.pages.plots.evaluation import (
         plot_label_bars,
         plot_pr_curves,
         plot_roc_curves,

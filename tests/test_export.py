@@ -8,13 +8,12 @@ import sys
 
 import numpy as np
 import pytest
-
-from moderation_helpers import evaluate as ev
-from moderation_helpers.export import ExportRefused, export_model
 from moderation_helpers.factory.__main__ import main as factory_main
-from moderation_helpers.factory.store import Store
-from moderation_helpers.jsonl import read_jsonl
-from moderation_helpers.model_folder import (
+
+from moderation_helpers.core.jsonl import read_jsonl
+from moderation_helpers.export.onnx import ExportRefused, export_model
+from moderation_helpers.factory.store.db import Store
+from moderation_helpers.model.folder import (
     CLASSIFIER_JSON,
     MODEL_CARD,
     MODEL_INT8_ONNX,
@@ -25,7 +24,8 @@ from moderation_helpers.model_folder import (
     read_classifier,
     validate_classifier,
 )
-from moderation_helpers.moderator import Moderator
+from moderation_helpers.model.moderator import Moderator
+from moderation_helpers.recipe import evaluate as ev
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +67,7 @@ def test_fp32_scores_match_the_factory(exported_model, factory_scores, test_text
 
 
 def test_fp32_scores_match_torch_fp32(exported_model, factory, trained_job, test_texts):
-    from moderation_helpers.factory.trainer import load_model
+    from moderation_helpers.classifier.training import load_model
 
     _, job = trained_job
     record = Store(factory.store).get_model(job.fine_tuned_model)

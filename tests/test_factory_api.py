@@ -13,8 +13,8 @@ from fastapi.testclient import TestClient
 from mistralai.client import Mistral
 from mistralai.client import errors as sdk_errors
 
-from moderation_helpers.factory.app import create_app
-from moderation_helpers.factory.store import Store
+from moderation_helpers.factory.api.app import create_app
+from moderation_helpers.factory.store.db import Store
 
 GOOD_LINE = {"text": "you are great", "labels": {"moderation": ["safe"]}}
 
@@ -245,8 +245,7 @@ def test_integration_keys_are_not_stored(idle_sdk, tmp_path):
 
 def test_start_before_validation_ends_trains_once_validated(tmp_path, monkeypatch):
     """start while QUEUED/VALIDATING is remembered: VALIDATED then goes straight to QUEUED."""
-    from moderation_helpers.factory import worker
-
+    from moderation_helpers.factory.queue import worker
     store = Store(tmp_path / "store")
     app = create_app(store, run_scheduler=False)
     with TestClient(app) as http:
@@ -282,8 +281,7 @@ def test_validation_fills_targets_epochs_and_metadata(tmp_path, monkeypatch):
     from dataclasses import dataclass
     from types import SimpleNamespace
 
-    from moderation_helpers.factory import worker
-
+    from moderation_helpers.factory.queue import worker
     @dataclass
     class Settings:
         batch_size: int = 4

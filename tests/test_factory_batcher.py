@@ -11,12 +11,12 @@ import threading
 import httpx
 import pytest
 
-from moderation_helpers.factory import model_cache
-from moderation_helpers.factory.app import create_app
-from moderation_helpers.factory.batcher import Batcher, BatchSettings, QueueFull
+from moderation_helpers.factory.api.app import create_app
 from moderation_helpers.factory.config import ServingConfig
-from moderation_helpers.factory.store import Store
-from moderation_helpers.factory.worker import load_trainer
+from moderation_helpers.factory.queue.worker import load_trainer
+from moderation_helpers.factory.serving import model_cache
+from moderation_helpers.factory.serving.batcher import Batcher, BatchSettings, QueueFull
+from moderation_helpers.factory.store.db import Store
 
 MODEL_ID = "ft:classifier:test:00000000:20260101:abcdef12"
 

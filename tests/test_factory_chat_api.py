@@ -13,9 +13,9 @@ from fastapi.testclient import TestClient
 from mistralai.client import Mistral
 from mistralai.client import errors as sdk_errors
 
-from moderation_helpers.factory.app import create_app
-from moderation_helpers.factory.routes import classifications, files, moderations
-from moderation_helpers.factory.store import Store
+from moderation_helpers.factory.api.app import create_app
+from moderation_helpers.factory.api.routes import classifications, files, moderations
+from moderation_helpers.factory.store.db import Store
 
 MODEL = "ft:classifier:ministral-3b-latest:abcd1234:20261126:0000aaaa"
 TARGETS = [

@@ -8,8 +8,8 @@ import httpx
 import pytest
 from sdk_jobs import train_through_sdk
 
-from moderation_helpers.data import text_jsonl_to_chat
-from moderation_helpers.factory.routes.moderations import THRESHOLDS_HEADER
+from moderation_helpers.factory.api.routes.moderations import THRESHOLDS_HEADER
+from moderation_helpers.recipe.prepare import text_jsonl_to_chat
 
 pytestmark = [pytest.mark.slow, pytest.mark.needs_data]
 
@@ -53,7 +53,7 @@ def test_new_routes_through_the_sdk_on_the_trained_model(trained_job, factory, p
     check_chat_and_moderation(client, model)
 
     # Moderation flags at 0.5 until 04_infer's thresholds are published, then with them.
-    from moderation_helpers.moderation import publish_thresholds
+    from moderation_helpers.recipe.moderate import publish_thresholds
 
     labels = labels_of(client, model)
     url = f"{factory.url}/v1/moderations"

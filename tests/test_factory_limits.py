@@ -12,11 +12,11 @@ from fastapi.testclient import TestClient
 from mistralai.client import Mistral
 from mistralai.client import errors as sdk_errors
 
-from moderation_helpers.factory import model_cache
-from moderation_helpers.factory.app import create_app
+from moderation_helpers.factory.api.app import create_app
 from moderation_helpers.factory.config import ServingConfig
 from moderation_helpers.factory.process import start_factory, stop_factory
-from moderation_helpers.factory.store import Store
+from moderation_helpers.factory.serving import model_cache
+from moderation_helpers.factory.store.db import Store
 
 MODEL_ID = "ft:classifier:test:00000000:20260101:abcdef12"
 LINE = (json.dumps({"text": "you are great", "labels": {"moderation": ["safe"]}}) + "\n").encode()

@@ -8,10 +8,10 @@ import json
 import numpy as np
 import pytest
 
-from moderation_helpers.factory import runtime
-from moderation_helpers.factory import trainer as T
-from moderation_helpers.factory.model_cache import ModelCache
-from moderation_helpers.moderator import Moderator
+from moderation_helpers.classifier import training as T
+from moderation_helpers.factory.serving import runtime
+from moderation_helpers.factory.serving.model_cache import ModelCache
+from moderation_helpers.model.moderator import Moderator
 
 TEXTS = ["you are a complete idiot", "what a lovely afternoon", "I will hurt you", "thanks"]
 

@@ -13,8 +13,8 @@ import httpx
 import pytest
 from mistralai.client import models
 
-from moderation_helpers.backends import connect
-from moderation_helpers.jsonl import read_jsonl
+from moderation_helpers.core.jsonl import read_jsonl
+from moderation_helpers.recipe.client import connect
 
 pytestmark = [pytest.mark.slow, pytest.mark.needs_data]
 

@@ -17,7 +17,7 @@ import pytest
 from test_factory_lifecycle import LINES, fake_trainer  # noqa: F401 (a fixture)
 
 from moderation_helpers.factory.process import pid_alive, start_factory, stop_factory
-from moderation_helpers.factory.store import Store
+from moderation_helpers.factory.store.db import Store
 
 THREADS = 8
 UPLOADS_PER_THREAD = 5

@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 from mistralai.client import errors, models
 
-from moderation_helpers import jobs
-from moderation_helpers.jsonl import JSONLValidationError
-from moderation_helpers.plots.loss import LiveLossPlot, plot_loss
-from moderation_helpers.run_folder import JOB_JSON, read_json
+from moderation_helpers.core.jsonl import JSONLValidationError
+from moderation_helpers.pages.plots.loss import LiveLossPlot, plot_loss
+from moderation_helpers.recipe import jobs
+from moderation_helpers.recipe.run_folder import JOB_JSON, read_json
 
 FAKE_WANDB_KEY = "wandb-fake-0123456789abcdef"
 

@@ -8,7 +8,7 @@ import stat
 
 import pytest
 
-from moderation_helpers.jsonl import (
+from moderation_helpers.core.jsonl import (
     MULTI_CLASS,
     SINGLE_CLASS,
     JSONLValidationError,

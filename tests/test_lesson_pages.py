@@ -17,8 +17,8 @@ import nbformat  # noqa: E402
 import papermill  # noqa: E402
 import pytest  # noqa: E402
 
-from moderation_helpers import lesson_pages as lp  # noqa: E402
-from moderation_helpers import pipeline  # noqa: E402
+from moderation_helpers.pages import lessons as lp  # noqa: E402
+from moderation_helpers.recipe import pipeline  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"

@@ -7,8 +7,8 @@ import json
 import pandas as pd
 import pytest
 
-from moderation_helpers import evaluate as ev
-from moderation_helpers.moderation import (
+from moderation_helpers.recipe import evaluate as ev
+from moderation_helpers.recipe.moderate import (
     Decision,
     agreement,
     decide,
@@ -19,7 +19,7 @@ from moderation_helpers.moderation import (
     save_thresholds,
     thresholds_record,
 )
-from moderation_helpers.run_folder import JOB_JSON, THRESHOLDS_JSON, write_json
+from moderation_helpers.recipe.run_folder import JOB_JSON, THRESHOLDS_JSON, write_json
 
 MODEL = "ft:classifier:ministral-3b-latest:8e2706f0:20250416:cbe076ac"
 

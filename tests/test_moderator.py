@@ -10,11 +10,11 @@ import sys
 import numpy as np
 import pytest
 
-from moderation_helpers import moderator as moderator_module
-from moderation_helpers.conversation import TURN_SEPARATOR
-from moderation_helpers.model_folder import ModelFolderError
-from moderation_helpers.moderation import Decision, decide
-from moderation_helpers.moderator import Moderator
+from moderation_helpers.core.conversation import TURN_SEPARATOR
+from moderation_helpers.model import moderator as moderator_module
+from moderation_helpers.model.folder import ModelFolderError
+from moderation_helpers.model.moderator import Moderator
+from moderation_helpers.recipe.moderate import Decision, decide
 
 TEXTS = [
     "you are a complete idiot and everyone knows it",
@@ -148,7 +148,7 @@ def test_provider_choice_prefers_cuda_when_onnxruntime_has_it(monkeypatch):
 
 
 def test_a_missing_provider_falls_back_to_the_cpu_and_says_so(exported_model, caplog):
-    caplog.set_level(logging.INFO, logger="moderation_helpers.moderator")
+    caplog.set_level(logging.INFO, logger="moderation_helpers.model.moderator")
     loaded = Moderator.load(
         exported_model, providers=["CUDAExecutionProvider", "CPUExecutionProvider"]
     )
@@ -159,7 +159,7 @@ def test_a_missing_provider_falls_back_to_the_cpu_and_says_so(exported_model, ca
 
 NO_TORCH = r"""
 import json, sys
-from moderation_helpers.moderator import Moderator
+from moderation_helpers.model.moderator import Moderator
 moderator = Moderator.load(sys.argv[1])
 decisions = moderator.moderate(["you idiot", "hello"])
 leaked = sorted(m for m in ("torch", "transformers") if m in sys.modules)

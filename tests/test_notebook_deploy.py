@@ -22,13 +22,13 @@ from nbmake.nb_run import NotebookRun
 from papermill.iorw import load_notebook_node
 from papermill.parameterize import parameterize_notebook
 
-from moderation_helpers import jobs
-from moderation_helpers.corpus_io import read_moderated
-from moderation_helpers.deploy import exported_model_id
-from moderation_helpers.jsonl import read_jsonl
-from moderation_helpers.moderation import save_thresholds
-from moderation_helpers.plots.speed import SPEED_PNG
-from moderation_helpers.run_folder import (
+from moderation_helpers.core.jsonl import read_jsonl
+from moderation_helpers.corpus.files import read_moderated
+from moderation_helpers.pages.plots.speed import SPEED_PNG
+from moderation_helpers.recipe import jobs
+from moderation_helpers.recipe.deploy import exported_model_id
+from moderation_helpers.recipe.moderate import save_thresholds
+from moderation_helpers.recipe.run_folder import (
     DEPLOY_JSON,
     MODEL_DIR,
     MODERATED_DIR,
@@ -68,7 +68,7 @@ def run_dir(prepared_run_dir, trained_job, factory, tmp_path_factory) -> Path:
 
 def assert_deployed(run: Path, model: str) -> dict:
     """What 05_deploy leaves in the run folder."""
-    from moderation_helpers.moderator import Moderator
+    from moderation_helpers.model.moderator import Moderator
 
     model_dir = run / MODEL_DIR
     assert exported_model_id(model_dir) == model

@@ -20,12 +20,16 @@ from nbmake.nb_run import NotebookRun
 from papermill.iorw import load_notebook_node
 from papermill.parameterize import parameterize_notebook
 
-from moderation_helpers import jobs
-from moderation_helpers.evaluate import METRICS
-from moderation_helpers.jsonl import read_jsonl
-from moderation_helpers.moderation import moderate
-from moderation_helpers.plots.evaluation import LABEL_METRICS_PNG, PR_CURVES_PNG, ROC_CURVES_PNG
-from moderation_helpers.run_folder import (
+from moderation_helpers.core.jsonl import read_jsonl
+from moderation_helpers.pages.plots.evaluation import (
+    LABEL_METRICS_PNG,
+    PR_CURVES_PNG,
+    ROC_CURVES_PNG,
+)
+from moderation_helpers.recipe import jobs
+from moderation_helpers.recipe.evaluate import METRICS
+from moderation_helpers.recipe.moderate import moderate
+from moderation_helpers.recipe.run_folder import (
     EVALUATION_JSON,
     PREDICTIONS,
     PREPARE_SUMMARY,

@@ -18,8 +18,8 @@ from nbmake.nb_run import NotebookRun
 from papermill.iorw import load_notebook_node
 from papermill.parameterize import parameterize_notebook
 
-from moderation_helpers.jsonl import validate_jsonl
-from moderation_helpers.run_folder import DISTRIBUTION_PNG, PREPARE_SUMMARY, SPLIT_FILES
+from moderation_helpers.core.jsonl import validate_jsonl
+from moderation_helpers.recipe.run_folder import DISTRIBUTION_PNG, PREPARE_SUMMARY, SPLIT_FILES
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "01_prepare.ipynb"
 OUTPUTS = (*SPLIT_FILES.values(), DISTRIBUTION_PNG, PREPARE_SUMMARY)

@@ -19,8 +19,8 @@ import pandas as pd
 import papermill
 import pytest
 
-from moderation_helpers import jobs
-from moderation_helpers.run_folder import JOB_JSON, LOSS_PNG, METRICS_CSV, read_json
+from moderation_helpers.recipe import jobs
+from moderation_helpers.recipe.run_folder import JOB_JSON, LOSS_PNG, METRICS_CSV, read_json
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
@@ -131,7 +131,7 @@ def test_train_then_monitor(factory, run_dir, tmp_path):
     monitor_nb = execute("03_monitor", run_dir, poll_interval=0.5, timeout=600)
     metrics = assert_trained(run_dir, factory.url)
     # One row per checkpoint the server reports.
-    from moderation_helpers.backends import connect
+    from moderation_helpers.recipe.client import connect
 
     job = jobs.get_job(connect("local", server_url=factory.url).client, record["job_id"])
     assert metrics["step"].tolist() == sorted({c["step_number"] for c in job["checkpoints"]})
@@ -171,7 +171,7 @@ def test_train_without_start_stops_at_the_estimate(factory, run_dir, tmp_path):
 
 def test_failed_validation_reports_the_servers_message(factory, tmp_path):
     """A file the server rejects ends FAILED_VALIDATION with its reason, not a bare status."""
-    from moderation_helpers.backends import connect
+    from moderation_helpers.recipe.client import connect
 
     client = connect("local", server_url=factory.url).client
     bad = b'{"text": "fine", "labels": {"moderation": ["safe"]}}\n{"text": "no labels"}\n'

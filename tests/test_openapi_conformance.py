@@ -81,7 +81,7 @@ STATS: dict[str, dict[str, dict[int, int]]] = {}  # operation -> status -> cases
 def conformance_factory(trained_job, factory, tmp_path_factory):
     """A factory of its own holding a file, a SUCCESS job and its model (copied, not trained)."""
     from moderation_helpers.factory.process import start_factory, stop_factory
-    from moderation_helpers.factory.store import Store
+    from moderation_helpers.factory.store.db import Store
 
     _, job = trained_job
     source = Store(factory.store)

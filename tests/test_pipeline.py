@@ -11,10 +11,10 @@ import nbformat
 import pandas as pd
 import pytest
 
-from moderation_helpers import pipeline
-from moderation_helpers.corpus_io import read_moderated
-from moderation_helpers.deploy import exported_model_id
-from moderation_helpers.run_folder import (
+from moderation_helpers.corpus.files import read_moderated
+from moderation_helpers.recipe import pipeline
+from moderation_helpers.recipe.deploy import exported_model_id
+from moderation_helpers.recipe.run_folder import (
     DEPLOY_JSON,
     JOB_JSON,
     LOSS_PNG,

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import precision_recall_fscore_support
 
-from moderation_helpers import evaluate as ev
-from moderation_helpers import threshold_explorer as te
-from moderation_helpers.moderation import (
+from moderation_helpers.pages import threshold_explorer as te
+from moderation_helpers.recipe import evaluate as ev
+from moderation_helpers.recipe.moderate import (
     load_thresholds,
     save_thresholds,
     thresholds_record,

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from moderation_helpers.factory import trainer as T
+from moderation_helpers.classifier import training as T
 
 TEXTS = [
     ("you are a complete idiot", ["toxicity", "insult"]),

@@ -1,15 +1,9 @@
 """The local Classifier Factory: a loopback server speaking the Mistral API's fine-tuning,
-models and classification routes, training all-MiniLM-L6-v2 on this machine.
+models and classification routes, training a real encoder on this machine.
 
-Start it with ``python -m moderation_helpers.factory serve --store DIR`` (or the
-``moderation-factory`` console script), stop it with ``... stop --store DIR``; from Python use
-:func:`moderation_helpers.factory.process.start_factory` / ``stop_factory``. Clients talk to it
-only through the ``mistralai`` SDK, exactly as to the Mistral API (see ``backends.connect``).
-
-Nothing heavy is imported here, so that starting the server and its CLI stays quick.
+Start it with ``moderation-factory serve --store DIR``, stop it with ``moderation-factory stop
+--store DIR``; from Python use :func:`moderation_helpers.factory.process.start_factory` /
+``stop_factory``. Clients talk to it only through the ``mistralai`` SDK, exactly as to the
+Mistral API. Parts: ``api/`` (HTTP), ``store/`` (SQLite and folders), ``queue/`` (validation
+and training processes), ``serving/`` (batcher, runtime, scoring).
 """
-
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8765
-TOKEN_ENV = "MODERATION_FACTORY_TOKEN"
-STORE_ENV = "MODERATION_FACTORY_STORE"

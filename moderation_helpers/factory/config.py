@@ -9,7 +9,7 @@ from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from moderation_helpers.factory.batcher import BatchSettings
+    from moderation_helpers.factory.serving.batcher import BatchSettings
 
 ENV_PREFIX = "MODERATION_FACTORY_"
 
@@ -48,7 +48,7 @@ class ServingConfig:
     @property
     def batching(self) -> BatchSettings:
         """The batcher's part of the settings."""
-        from moderation_helpers.factory.batcher import BatchSettings
+        from moderation_helpers.factory.serving.batcher import BatchSettings
 
         return BatchSettings(
             window_ms=self.batch_window_ms,

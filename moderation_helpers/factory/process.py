@@ -20,8 +20,8 @@ from typing import Any
 
 import httpx
 
-from moderation_helpers.factory import DEFAULT_HOST, TOKEN_ENV
-from moderation_helpers.factory.store import SERVER_JSON, SERVER_LOG
+from moderation_helpers.core.env import DEFAULT_HOST, FACTORY_TOKEN_ENV
+from moderation_helpers.factory.store.db import SERVER_JSON, SERVER_LOG
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder holding moderation_helpers/
 STOP_GRACE_SECONDS = 10.0
@@ -82,13 +82,13 @@ def start_factory(
     store = Path(store).expanduser().resolve()
     store.mkdir(parents=True, exist_ok=True)
     env = os.environ.copy()
-    env.pop(TOKEN_ENV, None)
+    env.pop(FACTORY_TOKEN_ENV, None)
     if token:
-        env[TOKEN_ENV] = token
+        env[FACTORY_TOKEN_ENV] = token
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH")]))
-    command = [sys.executable, "-m", "moderation_helpers.factory", "serve"]
+    command = [sys.executable, "-m", "moderation_helpers.cli", "moderation-factory", "serve"]
     command += ["--host", host, "--port", str(port), "--store", str(store)]
-    command += ["--token-env", TOKEN_ENV]
+    command += ["--token-env", FACTORY_TOKEN_ENV]
     with (store / SERVER_LOG).open("ab") as log:
         process = subprocess.Popen(
             command,
@@ -149,7 +149,7 @@ def is_factory(pid: int) -> bool:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
     except OSError:
         return pid_alive(pid)  # no /proc: trust the record
-    return b"moderation_helpers.factory serve" in cmdline or b"moderation-factory serve" in cmdline
+    return b"moderation-factory serve" in cmdline
 
 
 def pid_alive(pid: int) -> bool:

@@ -1,0 +1,1 @@
+"""The torch classifier the factory fine-tunes: network, batches, training loop, checkpoint."""

@@ -1,0 +1,1 @@
+"""moderate-corpus: a model folder scores a corpus of comments on Ray Data."""

@@ -1,0 +1,105 @@
+"""``/v1/moderations`` and ``/v1/chat/moderations``: the moderation API's answer, given by a
+fine-tuned classifier, so that an application written against Mistral's moderation API can
+switch to the team's own model by changing the model id.
+
+Each result has ``category_scores`` (category -> score) and ``categories`` (category -> flagged)
+over every label of the model. A category is the label's name when the model has one target,
+``target/label`` when it has several. A label is flagged when its score reaches its threshold:
+the one ``04_infer`` tuned on validation and published with
+``PUT /v1/fine_tuning/models/{id}/thresholds`` (:mod:`.fine_tuned_models`), else
+:data:`DEFAULT_THRESHOLD`. The safe label (``safe`` unless the published thresholds name
+another) is scored but never flagged: it means "nothing to flag". The response header
+``X-Moderation-Thresholds`` says which thresholds were used: ``tuned`` or ``default-0.5``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Response
+
+from moderation_helpers.factory.api.routes.chat import conversations_of
+from moderation_helpers.factory.api.routes.classifications import texts_of
+from moderation_helpers.factory.api.routes.deps import ModelsDep, StoreDep
+from moderation_helpers.factory.api.schemas import ChatClassificationIn, ClassificationIn
+from moderation_helpers.factory.serving.chat_inputs import encoder_inputs
+from moderation_helpers.factory.serving.scoring import Scores, score_texts_async
+from moderation_helpers.factory.store.db import Store
+
+router = APIRouter(prefix="/v1", tags=["moderations"])
+
+DEFAULT_THRESHOLD = 0.5
+DEFAULT_SAFE_LABEL = "safe"
+THRESHOLDS_HEADER = "X-Moderation-Thresholds"
+
+
+def moderation_model(store: Store, model_id: str) -> dict[str, Any]:
+    """The fine-tuned model that moderates, or a 404 explaining what the factory can serve."""
+    record = store.get_model(model_id)
+    if record is None:
+        raise HTTPException(
+            status_code=404,
+            detail=(
+                f"model {model_id!r} not found: the local factory moderates with its own "
+                "fine-tuned classifiers (ids from GET /v1/models); Mistral's general moderation "
+                "model (mistral-moderation-latest) exists only on the Mistral API"
+            ),
+        )
+    return record
+
+
+def category(target: str, label: str, n_targets: int) -> str:
+    """A label's category name: the label alone for a one-target model, else ``target/label``."""
+    return label if n_targets == 1 else f"{target}/{label}"
+
+
+def flags_rule(record: dict[str, Any]) -> tuple[dict[tuple[str, str], float], str, str]:
+    """Per ``(target, label)`` its threshold, the safe label, and ``tuned`` / ``default-0.5``."""
+    meta = record.get("meta") or {}
+    published = meta.get("thresholds") or {}
+    limits = {
+        (t["name"], label): float(published.get(t["name"], {}).get(label, DEFAULT_THRESHOLD))
+        for t in record["targets"]
+        for label in t["labels"]
+    }
+    source = "tuned" if any(published.values()) else f"default-{DEFAULT_THRESHOLD}"
+    return limits, meta.get("safe_label") or DEFAULT_SAFE_LABEL, source
+
+
+def moderation_out(
+    record: dict[str, Any], predictions: list[Scores], response: Response
+) -> dict[str, Any]:
+    """``ModerationResponse`` for the model's scores of each input."""
+    limits, safe_label, source = flags_rule(record)
+    n_targets = len(record["targets"])
+    results = []
+    for per_input in predictions:
+        scores, flags = {}, {}
+        for target, label_scores in per_input.items():
+            for label, score in label_scores.items():
+                name = category(target, label, n_targets)
+                scores[name] = score
+                flags[name] = label != safe_label and score >= limits[(target, label)]
+        results.append({"categories": flags, "category_scores": scores})
+    response.headers[THRESHOLDS_HEADER] = source
+    return {"id": f"mod-{uuid.uuid4().hex}", "model": record["id"], "results": results}
+
+
+@router.post("/moderations")
+async def moderate(
+    body: ClassificationIn, store: StoreDep, models: ModelsDep, response: Response
+) -> dict[str, Any]:
+    texts = texts_of(body.inputs)
+    record = moderation_model(store, body.model)
+    return moderation_out(record, await score_texts_async(models, record, texts), response)
+
+
+@router.post("/chat/moderations")
+async def moderate_chat(
+    body: ChatClassificationIn, store: StoreDep, models: ModelsDep, response: Response
+) -> dict[str, Any]:
+    conversations = conversations_of(body.inputs)
+    record = moderation_model(store, body.model)
+    texts = encoder_inputs(record, conversations)
+    return moderation_out(record, await score_texts_async(models, record, texts), response)

@@ -1,0 +1,1 @@
+"""The factory's job queue: validation, scheduling, and the training process."""

@@ -1,0 +1,1 @@
+"""The factory's serving path: limits -> batcher -> runtime -> scores, and the model cache."""

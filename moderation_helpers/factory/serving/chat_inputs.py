@@ -1,0 +1,40 @@
+"""Conversations of a chat request turned into a model's encoder inputs.
+
+The rendering is :mod:`moderation_helpers.core.conversation`'s, with the token budget of the model
+that will read it (its ``seq_len`` and tokenizer, from the model folder), so a conversation
+longer than the model reads keeps its latest turns, exactly as in training.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from moderation_helpers.core.conversation import Message, render_many, token_limits
+
+
+@lru_cache(maxsize=8)
+def _limits(model_path: str) -> dict[str, Any]:
+    from moderation_helpers.classifier import training as trainer
+
+    folder = Path(model_path)
+    config = folder / trainer.CONFIG_FILE
+    if not config.is_file():  # a model of another trainer (tests): no token budget known
+        return {}
+    seq_len = int(json.loads(config.read_text(encoding="utf-8"))["seq_len"])
+    tokenizer_dir = folder / trainer.ENCODER_DIR
+    if not tokenizer_dir.is_dir():
+        tokenizer_dir = trainer.encoder_path()
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
+    return token_limits(tokenizer, seq_len)
+
+
+def encoder_inputs(record: dict[str, Any], conversations: Sequence[Sequence[Message]]) -> list[str]:
+    """Each conversation rendered for the model ``record`` (latest turns kept within its
+    ``seq_len``)."""
+    return render_many(conversations, **_limits(str(record["path"])))

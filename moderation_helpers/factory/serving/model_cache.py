@@ -1,0 +1,76 @@
+"""Fine-tuned models loaded for classification, each behind its own batcher, kept in memory
+(least recently used evicted: its batcher answers what it holds, then stops).
+
+Each model runs in the fastest runtime that matches torch fp32's scores (factory/runtime.py),
+chosen by a calibration cached in ``runtime_cache`` (the store's ``runtime.json``)."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from moderation_helpers.factory.config import ServingConfig
+from moderation_helpers.factory.serving.batcher import Batcher
+from moderation_helpers.factory.serving.runtime import load_runtime
+
+
+class ModelCache:
+    """Loaded models, one :class:`Batcher` (queue + inference thread) each, LRU-evicted.
+
+    The batchers share one inference lock: on a small CPU two models scoring at once would only
+    fight over the same cores.
+    """
+
+    def __init__(
+        self,
+        size: int = 2,
+        config: ServingConfig | None = None,
+        runtime_cache: str | Path | None = None,
+    ):
+        self.size = size
+        self.runtime_cache = runtime_cache
+        self.config = config or ServingConfig()
+        self._batchers: OrderedDict[str, Batcher] = OrderedDict()
+        self._lock = threading.Lock()
+        self._inference_lock = threading.Lock()
+
+    def batcher(self, model_id: str, path: str | Path) -> Batcher:
+        """The model's batcher, created on first use (the model loads in its thread)."""
+        with self._lock:
+            batcher = self._batchers.get(model_id)
+            if batcher is not None and batcher.usable:
+                self._batchers.move_to_end(model_id)
+                return batcher
+            batcher = Batcher(
+                partial(load_runtime, path, self.runtime_cache),
+                self.config.batching,
+                name=model_id,
+                inference_lock=self._inference_lock,
+            )
+            self._batchers[model_id] = batcher
+            self._batchers.move_to_end(model_id)
+            while len(self._batchers) > self.size:
+                _, old = self._batchers.popitem(last=False)
+                old.close()
+            return batcher
+
+    def get(self, model_id: str, path: str | Path) -> Any:
+        """The loaded runtime, loading it on first use (waits for the load)."""
+        return self.batcher(model_id, path).runtime()
+
+    def evict(self, model_id: str) -> None:
+        """Forget a model (deleted): its batcher answers what it holds, then stops."""
+        with self._lock:
+            batcher = self._batchers.pop(model_id, None)
+        if batcher is not None:
+            batcher.close()
+
+    def close(self) -> None:
+        """Stop every batcher (server shutdown)."""
+        with self._lock:
+            batchers, self._batchers = list(self._batchers.values()), OrderedDict()
+        for batcher in batchers:
+            batcher.close()

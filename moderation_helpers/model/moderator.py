@@ -1,0 +1,303 @@
+"""Run an exported model folder in-process: onnxruntime + tokenizers + numpy, no torch, no server.
+
+    from moderation_helpers.model.moderator import Moderator
+
+    moderator = Moderator.load("deploy/")            # or variant="int8"
+    moderator.moderate(["you are an idiot"])  # -> [Decision], with the folder's thresholds
+    moderator.score(texts)                    # -> {target: float32 array (n, n_labels)}
+
+Texts are tokenized once (in Rust, in parallel), sorted by length and cut into batches of about
+``token_budget`` padded tokens, so that short texts go many to a batch and padding stays small;
+results come back in input order. The execution provider is CUDA where onnxruntime has it, else
+the CPU; :attr:`Moderator.providers` says which, and the log too.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from moderation_helpers.core import conversation
+from moderation_helpers.model.folder import (
+    TOKENIZER_JSON,
+    ModelFolderError,
+    read_classifier,
+    read_thresholds,
+    variant_path,
+)
+
+log = logging.getLogger("moderation_helpers.model.moderator")
+
+# Padded tokens per batch (rows x longest row). On CPU, throughput is flat past a few thousand
+# tokens and larger batches only add latency and memory; a GPU wants much larger batches.
+DEFAULT_TOKEN_BUDGET = 4096
+CUDA_TOKEN_BUDGET = 65536
+MAX_BATCH_ROWS = 256
+DEFAULT_SAFE_LABEL = "safe"
+
+
+def default_providers() -> list[str]:
+    """CUDA first where this onnxruntime build has it, the CPU always last."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    wanted = ["CUDAExecutionProvider"] if "CUDAExecutionProvider" in available else []
+    return [*wanted, "CPUExecutionProvider"]
+
+
+def physical_cores() -> int:
+    """CPU cores this process may run on (onnxruntime's threads beyond that only wait)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class Moderator:
+    """An exported classifier loaded with onnxruntime; see the module docstring."""
+
+    def __init__(
+        self,
+        folder: Path,
+        record: dict[str, Any],
+        session: Any,
+        tokenizer: Any,
+        thresholds: dict[str, Any] | None,
+        *,
+        variant: str,
+        token_budget: int = DEFAULT_TOKEN_BUDGET,
+    ):
+        self.folder = folder
+        self.record = record
+        self.variant = variant
+        self.session = session
+        self.providers: list[str] = list(session.get_providers())
+        self.targets: list[dict[str, Any]] = [
+            {k: t[k] for k in ("name", "labels", "loss_function")} for t in record["targets"]
+        ]
+        self.seq_len: int = int(record["seq_len"])
+        self.token_budget = int(token_budget)
+        self.thresholds_record = thresholds
+        self.thresholds: dict[str, dict[str, float]] | None = (
+            thresholds["thresholds"] if thresholds else None
+        )
+        self.safe_label: str = (thresholds or {}).get("safe_label") or DEFAULT_SAFE_LABEL
+        self._outputs = [t["output"] for t in record["targets"]]
+        self._pad_id = int(record["tokenizer"]["pad_id"])
+        # Padding is done here per batch, after sorting by length; counting ignores seq_len.
+        self._tokenizer = tokenizer
+        self._tokenizer.no_padding()
+        from tokenizers import Tokenizer
+
+        self._counter = Tokenizer.from_str(tokenizer.to_str())
+        self._counter.no_truncation()
+        self._special_tokens = self._tokenizer.num_special_tokens_to_add(is_pair=False)
+
+    @classmethod
+    def load(
+        cls,
+        folder: str | os.PathLike,
+        *,
+        variant: str = "fp32",
+        threads: int | None = None,
+        providers: Sequence[str] | None = None,
+        token_budget: int | None = None,
+    ) -> Moderator:
+        """Load an exported model folder. ``variant``: ``"fp32"`` or ``"int8"``; ``threads``:
+        onnxruntime's intra-op threads (default: the cores this process may use);
+        ``providers``: onnxruntime execution providers (default: CUDA if present, then CPU);
+        ``token_budget``: padded tokens per batch (default: 4096 on CPU, 65536 on CUDA)."""
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        folder = Path(folder)
+        record = read_classifier(folder)
+        model_path = variant_path(folder, record, variant)
+        tokenizer_path = folder / TOKENIZER_JSON
+        if not tokenizer_path.is_file():
+            raise ModelFolderError(f"{tokenizer_path} not found: the folder is incomplete")
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = int(threads or physical_cores())
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # onnxruntime's own warnings about unused initializers
+        wanted = list(providers or default_providers())
+        available = ort.get_available_providers()
+        usable = [p for p in wanted if p in available] or ["CPUExecutionProvider"]
+        session = ort.InferenceSession(str(model_path), options, providers=usable)
+        moderator = cls(
+            folder,
+            record,
+            session,
+            Tokenizer.from_file(str(tokenizer_path)),
+            read_thresholds(folder),
+            variant=variant,
+            token_budget=token_budget or DEFAULT_TOKEN_BUDGET,
+        )
+        if token_budget is None and moderator.providers[0] == "CUDAExecutionProvider":
+            moderator.token_budget = CUDA_TOKEN_BUDGET
+        if wanted[0] not in moderator.providers:
+            log.warning(
+                "onnxruntime could not use %s (this build has %s); running on %s",
+                wanted[0],
+                available,
+                moderator.providers,
+            )
+        log.info(
+            "loaded %s (%s) on %s, %d threads",
+            folder,
+            variant,
+            moderator.providers[0],
+            options.intra_op_num_threads,
+        )
+        return moderator
+
+    # -- tokens -------------------------------------------------------------------------------
+    def _encode(self, texts: Sequence[str]) -> list[list[int]]:
+        return [e.ids for e in self._tokenizer.encode_batch(list(texts))]
+
+    def token_lengths(self, texts: Sequence[str]) -> np.ndarray:
+        """Tokens the model reads per text (special tokens included, truncated at seq_len)."""
+        encodings = self._tokenizer.encode_batch(list(texts))
+        return np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Tokens per string without special tokens or truncation (for chat truncation)."""
+        encodings = self._counter.encode_batch(list(texts), add_special_tokens=False)
+        return [len(e.ids) for e in encodings]
+
+    def batches(self, lengths: np.ndarray) -> list[np.ndarray]:
+        """Row indices per batch: sorted by length, each batch at most ``token_budget`` padded
+        tokens (and ``MAX_BATCH_ROWS`` rows)."""
+        order = np.argsort(lengths, kind="stable")
+        out: list[np.ndarray] = []
+        start = 0
+        while start < len(order):
+            # Sorted ascending, so a batch's width is its last row's length.
+            widths = lengths[order[start : start + MAX_BATCH_ROWS]]
+            rows = np.arange(1, len(widths) + 1)
+            fits = np.nonzero(rows * widths <= self.token_budget)[0]
+            size = int(fits[-1]) + 1 if len(fits) else 1
+            out.append(order[start : start + size])
+            start += size
+        return out
+
+    def _pad(self, ids: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+        mask = np.arange(int(lengths.max())) < lengths[:, None]
+        input_ids = np.full(mask.shape, self._pad_id, dtype=np.int64)
+        input_ids[mask] = np.fromiter(
+            (token for row in ids for token in row), dtype=np.int64, count=int(lengths.sum())
+        )
+        return input_ids, mask.astype(np.int64)
+
+    # -- scoring ------------------------------------------------------------------------------
+    def score(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        """``{target: float32 array (len(texts), n_labels)}``, rows in input order."""
+        texts = _as_texts(texts)
+        ids = self._encode(texts)
+        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+        scores = {
+            t["name"]: np.zeros((len(texts), len(t["labels"])), dtype=np.float32)
+            for t in self.targets
+        }
+        for idx in self.batches(lengths):
+            input_ids, mask = self._pad([ids[i] for i in idx])
+            outputs = self.session.run(
+                self._outputs, {"input_ids": input_ids, "attention_mask": mask}
+            )
+            for t, values in zip(self.targets, outputs, strict=True):
+                scores[t["name"]][idx] = values
+        return scores
+
+    def predict(self, texts: Sequence[str]) -> list[dict[str, dict[str, float]]]:
+        """Scores per text, ``{target: {label: score}}`` (the factory's trainer's shape)."""
+        scores = self.score(texts)
+        n = len(next(iter(scores.values()))) if scores else 0
+        per_target = {
+            t["name"]: [
+                dict(zip(t["labels"], row, strict=True)) for row in scores[t["name"]].tolist()
+            ]
+            for t in self.targets
+        }
+        return [{name: rows[i] for name, rows in per_target.items()} for i in range(n)]
+
+    def score_frame(self, texts: Sequence[str]):
+        """Scores as evaluate.py's score frame: columns ``(target, label)``, one row per text."""
+        import pandas as pd
+
+        scores = self.score(texts)
+        columns = pd.MultiIndex.from_tuples(
+            [(t["name"], lab) for t in self.targets for lab in t["labels"]],
+            names=["target", "label"],
+        )
+        values = np.concatenate([scores[t["name"]] for t in self.targets], axis=1)
+        return pd.DataFrame(values.astype(np.float64), columns=columns)
+
+    def moderate(
+        self,
+        texts: str | Sequence[str],
+        thresholds: Mapping[str, Mapping[str, float]] | None = None,
+    ) -> list[Any]:
+        """One :class:`moderation_helpers.recipe.moderate.Decision` per text, flagging each label
+        whose score reaches its threshold: the folder's ``thresholds.json``, where
+        ``thresholds`` (``{target: {label: value}}``) overrides some or all of them."""
+        from moderation_helpers.recipe.moderate import decide
+
+        if isinstance(texts, str):
+            texts = [texts]
+        texts = list(texts)
+        limits = {
+            (t, lab): float(v)
+            for table in (self.thresholds or {}, thresholds or {})
+            for t, labels in table.items()
+            for lab, v in labels.items()
+        }
+        columns = [(t["name"], lab) for t in self.targets for lab in t["labels"]]
+        missing = [f"{t}/{lab}" for t, lab in columns if (t, lab) not in limits]
+        if missing:
+            where = self.folder / "thresholds.json"
+            raise ValueError(
+                f"no threshold for {missing}: {where} lacks them; pass them in `thresholds`"
+            )
+        unknown = sorted(f"{t}/{lab}" for t, lab in set(limits) - set(columns))
+        if unknown:
+            raise ValueError(f"thresholds given for {unknown}, which this model does not score")
+        if not texts:
+            return []
+        return decide(texts, self.score_frame(texts), limits, safe_label=self.safe_label)
+
+    def render_conversations(
+        self, conversations: Sequence[Sequence[Mapping[str, Any]]]
+    ) -> list[str]:
+        """Each conversation as the encoder reads it (the earliest turns dropped to fit)."""
+        for i, messages in enumerate(conversations):
+            problems = conversation.message_problems(messages, f"conversations[{i}]")
+            if problems:
+                raise ValueError("; ".join(f"{field}: {msg}" for field, msg in problems))
+        return conversation.render_many(
+            conversations,
+            count_tokens=self.count_tokens,
+            max_tokens=self.seq_len - self._special_tokens,
+        )
+
+    def predict_conversations(
+        self, conversations: Sequence[Sequence[Mapping[str, Any]]]
+    ) -> list[dict[str, dict[str, float]]]:
+        """:meth:`predict` for chats (lists of ``{"role", "content"}`` messages)."""
+        return self.predict(self.render_conversations(conversations))
+
+
+def _as_texts(texts: Sequence[str]) -> list[str]:
+    if isinstance(texts, str):
+        raise TypeError("expected a sequence of texts, got one str: wrap it in a list")
+    texts = list(texts)
+    bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+    if bad:
+        raise TypeError(f"texts[{bad[0]}] is {type(texts[bad[0]]).__name__}, not str")
+    return texts

@@ -1,0 +1,261 @@
+"""The moderation service the recipe promises: texts in, flagged labels and their scores out.
+
+``moderate(texts, run_dir)`` classifies with the fine-tuned model named in the run folder's
+``job.json``, on the backend that trained it (local factory or Mistral API), and flags each
+label whose score reaches the threshold that ``04_infer`` tuned on the validation split and
+saved in ``thresholds.json``. The notebook turns its own test scores into decisions with the
+same :func:`decide`, so both give the same answer for the same scores.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pandas as pd
+
+from moderation_helpers.recipe.evaluate import (
+    SAFE_LABEL,
+    classify_texts,
+    flagged_labels,
+    predict,
+    targets_of,
+)
+from moderation_helpers.recipe.run_folder import (
+    JOB_JSON,
+    PREPARE_SUMMARY,
+    THRESHOLDS_JSON,
+    read_json,
+    write_json,
+)
+
+Thresholds = Mapping[str, Mapping[str, float]]  # {target: {label: threshold}}
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What moderation says about one text.
+
+    ``flagged`` lists, per target, the labels whose score reached their threshold, highest
+    score first; the safe label is never a flag. ``scores`` holds every label's score.
+    """
+
+    text: str
+    flagged: dict[str, list[str]]
+    scores: dict[str, dict[str, float]] = field(repr=False)
+
+    @property
+    def is_flagged(self) -> bool:
+        """True when any target flags any label."""
+        return any(self.flagged.values())
+
+
+def fine_tuned_model(job: Mapping[str, Any]) -> str:
+    """The model id of a finished job record (``job.json``), or a clear error saying why not."""
+    model = job.get("fine_tuned_model")
+    if job.get("status") != "SUCCESS" or not model:
+        raise RuntimeError(
+            f"job {job.get('job_id')} is {job.get('status')} and has no fine-tuned model yet: "
+            "wait for it with 03_monitor before classifying"
+        )
+    return model
+
+
+def _flat(thresholds: Thresholds) -> dict[tuple[str, str], float]:
+    return {(t, lab): float(v) for t, labels in thresholds.items() for lab, v in labels.items()}
+
+
+def thresholds_record(
+    table: pd.DataFrame, *, model: str, backend: str, safe_label: str = SAFE_LABEL
+) -> dict[str, Any]:
+    """The ``thresholds.json`` document from a ``best_f1_thresholds`` table."""
+    thresholds: dict[str, dict[str, float]] = {}
+    for (target, label), value in table["threshold"].items():
+        thresholds.setdefault(target, {})[label] = float(value)
+    return {
+        "model": model,
+        "backend": backend,
+        "safe_label": safe_label,
+        "rule": "flag a label when its score >= its threshold; the safe label is never a flag",
+        "thresholds": thresholds,
+    }
+
+
+def save_thresholds(run_dir: str | os.PathLike, record: Mapping[str, Any]) -> Path:
+    """Write ``thresholds.json`` into the run folder (atomically)."""
+    return write_json(run_dir, THRESHOLDS_JSON, dict(record))
+
+
+def publish_thresholds(
+    server_url: str, record: Mapping[str, Any], *, token: str | None = None, timeout: float = 30
+) -> dict[str, Any]:
+    """Send a ``thresholds.json`` record to the local factory that serves its model, so that
+    its ``/v1/moderations`` routes flag with the tuned thresholds (a local-only route:
+    ``PUT /v1/fine_tuning/models/{model}/thresholds``). Returns what the factory now uses.
+
+    The token, if the factory requires one, comes from ``$MODERATION_FACTORY_TOKEN`` (or
+    ``token``), never from a parameter that is written anywhere.
+    """
+    import httpx
+
+    from moderation_helpers.recipe.client import TOKEN_ENV
+
+    token = token or os.environ.get(TOKEN_ENV)
+    response = httpx.put(
+        f"{server_url.rstrip('/')}/v1/fine_tuning/models/{record['model']}/thresholds",
+        json={"thresholds": record["thresholds"], "safe_label": record.get("safe_label")},
+        headers={"Authorization": f"Bearer {token}"} if token else {},
+        timeout=timeout,
+    )
+    if response.status_code != 200:
+        raise RuntimeError(
+            f"publishing thresholds of {record['model']} to {server_url} failed: "
+            f"{response.status_code} {response.text[:300]}"
+        )
+    return response.json()
+
+
+def load_thresholds(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """Read ``thresholds.json`` (written by 04_infer) from the run folder."""
+    return read_json(run_dir, THRESHOLDS_JSON)
+
+
+def decide(
+    texts: Sequence[str],
+    scores: pd.DataFrame,
+    thresholds: Mapping[tuple[str, str], float],
+    *,
+    safe_label: str = SAFE_LABEL,
+) -> list[Decision]:
+    """Turn a score frame into one :class:`Decision` per text."""
+    flags = flagged_labels(scores, predict(scores, thresholds), safe_label=safe_label)
+    layout = targets_of(scores)
+    # Per target, one {label: score} dict per text.
+    nested = {t: scores[t].to_dict(orient="records") for t in layout}
+    return [
+        Decision(
+            text=text,
+            flagged={t: list(flags.at[i, t]) for t in layout},
+            scores={t: {k: float(v) for k, v in nested[t][i].items()} for t in layout},
+        )
+        for i, text in enumerate(texts)
+    ]
+
+
+def _client_for(job: Mapping[str, Any], run_dir: str | os.PathLike) -> Any:
+    """A client for the job's backend; for a local job, the factory that holds the model."""
+    from moderation_helpers.recipe.client import connect
+
+    try:
+        # start_local=False: a fresh factory over another store would not know the model.
+        return connect(job["backend"], server_url=job.get("server_url"), start_local=False).client
+    except ConnectionError as exc:
+        port = urlsplit(job.get("server_url") or "").port or 0
+        raise ConnectionError(
+            f"{exc}. The model lives in the store of the factory that trained it (the "
+            f"pipeline's is {Path(run_dir) / 'factory'}): start it again with `python -m "
+            f"moderation_helpers.factory serve --store STORE --port {port}`, or pass a client"
+        ) from exc
+
+
+def moderate(
+    texts: str | Sequence[str],
+    run_dir: str | os.PathLike = "runs/latest",
+    *,
+    client: Any = None,
+    thresholds: Thresholds | None = None,
+    batch_size: int = 64,
+    progress: bool = False,
+) -> list[Decision]:
+    """Moderate ``texts`` with the run's fine-tuned model and tuned thresholds.
+
+    The model and backend come from ``job.json``; thresholds from ``thresholds.json``, where
+    ``thresholds`` (``{target: {label: value}}``) overrides some or all of them. Without a
+    ``client``, one is made with ``backends.connect`` for the job's backend and server URL
+    (the key, for the Mistral API, only from the environment); a local factory is not
+    started, since a fresh one would not hold the model: the error says how to restart it.
+    """
+    if isinstance(texts, str):
+        texts = [texts]
+    texts = list(texts)
+    if not texts:
+        return []
+    job = read_json(run_dir, JOB_JSON)
+    model = fine_tuned_model(job)
+    saved: dict[str, Any] = {}
+    if (Path(run_dir) / THRESHOLDS_JSON).is_file() or thresholds is None:
+        saved = load_thresholds(run_dir)
+        if saved.get("model") not in (None, model):
+            raise RuntimeError(
+                f"{Path(run_dir) / THRESHOLDS_JSON} was tuned for model {saved['model']!r} but "
+                f"job.json names {model!r}: re-run 04_infer to tune thresholds for this model"
+            )
+    limits = {**_flat(saved.get("thresholds", {})), **_flat(thresholds or {})}
+    if client is None:
+        client = _client_for(job, run_dir)
+    scores = classify_texts(client, model, texts, batch_size=batch_size, progress=progress)
+    missing = [f"{t}/{lab}" for t, lab in scores.columns if (t, lab) not in limits]
+    if missing:
+        raise ValueError(f"no threshold for {missing}: pass them in `thresholds` or re-run 04")
+    unknown = sorted(f"{t}/{lab}" for t, lab in set(limits) - set(scores.columns))
+    if unknown:
+        raise ValueError(f"thresholds given for {unknown}, which model {model!r} does not score")
+    safe_label = saved.get("safe_label") or safe_label_of(run_dir)
+    return decide(texts, scores, limits, safe_label=safe_label)
+
+
+def decisions_frame(decisions: Sequence[Decision]) -> pd.DataFrame:
+    """Decisions as a table for display: text, flagged labels per target, is_flagged."""
+    return pd.DataFrame(
+        {
+            "text": [d.text for d in decisions],
+            **{
+                f"flagged/{t}": [d.flagged[t] for d in decisions]
+                for t in (decisions[0].flagged if decisions else {})
+            },
+            "is_flagged": [d.is_flagged for d in decisions],
+        }
+    )
+
+
+def safe_label_of(run_dir: str | os.PathLike) -> str:
+    """The label the prepare step gave texts with no flag (``prepare_summary.json``)."""
+    path = Path(run_dir) / PREPARE_SUMMARY
+    if not path.is_file():
+        return SAFE_LABEL
+    summary = read_json(run_dir, PREPARE_SUMMARY)
+    return (summary.get("parameters") or {}).get("safe_label") or SAFE_LABEL
+
+
+def agreement(decisions: Sequence[Decision], predictions: pd.DataFrame) -> dict[str, Any]:
+    """Compare decisions with the rows of ``predictions.parquet`` for the same texts, in order.
+
+    Returns how many texts there are, how many have the same text and the same flagged labels
+    for every target, and the largest score difference.
+    """
+    if len(decisions) != len(predictions):
+        raise ValueError(f"{len(decisions)} decisions for {len(predictions)} prediction rows")
+    theirs = predictions.reset_index(drop=True)
+    ours = decisions_frame(decisions)
+    score_columns = [c for c in theirs.columns if c.startswith("score/")]
+    our_scores = pd.DataFrame.from_records(
+        [
+            {f"score/{t}/{lab}": v for t, labels in d.scores.items() for lab, v in labels.items()}
+            for d in decisions
+        ],
+        columns=score_columns,
+    )
+    same = ours["text"].eq(theirs["text"])
+    for column in (c for c in theirs.columns if c.startswith("flagged/")):
+        # parquet gives lists back as arrays: compare as tuples
+        same &= ours[column].map(tuple).eq(theirs[column].map(tuple))
+    diff = (our_scores - theirs[score_columns]).abs().to_numpy()
+    return {
+        "texts": len(decisions),
+        "same": int(same.sum()),
+        "max_score_difference": float(diff.max()) if diff.size else 0.0,
+    }

@@ -1,0 +1,188 @@
+"""Run the whole cookbook in batch: prepare → train → monitor → infer → deploy, with papermill.
+
+    python -m moderation_helpers.recipe.pipeline --run-dir runs/demo --source ../shared/data/civil_comments
+    moderation-cookbook --run-dir runs/demo --source google/civil_comments -p training_steps 50
+    moderation-cookbook docs      # run on the mirror and render every lesson into docs/
+
+Each notebook runs in its own kernel and its executed copy is saved in the run folder
+(``01_prepare.ipynb`` ...). A ``-p name value`` goes to every notebook that declares ``name`` in
+its parameters cell. ``05_deploy`` exports the model's weights, which only the local factory
+hands out: on the Mistral API backend that step is skipped, and the log says so. When the
+backend resolves to the local factory, one is started for the run (store in
+``<run_dir>/factory`` unless ``--store`` says otherwise) and stopped afterwards, also on failure.
+Keys are never parameters: they reach the kernels through the environment only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import papermill
+import yaml
+
+from moderation_helpers.factory.process import start_factory, stop_factory
+from moderation_helpers.recipe.client import resolve_backend
+from moderation_helpers.recipe.run_folder import ensure_run_dir
+
+STEPS = ("01_prepare", "02_train", "03_monitor", "04_infer", "05_deploy")
+# Steps that need the model's weights, which only a local factory hands out.
+LOCAL_ONLY_STEPS = ("05_deploy",)
+NOTEBOOKS_DIR = Path(__file__).resolve().parents[2] / "notebooks"
+# Offline defaults for a small machine and the 1,000-row mirror: keep every label and enough
+# rows without any flag. Anything here can be overridden with -p.
+DEFAULT_PARAMETERS: dict[str, Any] = {
+    "backend": "auto",
+    "max_label_fraction": 1.0,
+    "zero_flags_fraction": 0.4,
+}
+FACTORY_URL_ENV = "MODERATION_FACTORY_URL"
+SECRET_ENV = ("MISTRAL_API_KEY", "WANDB_API_KEY")
+_SECRET_NAME = re.compile(r"key|token|secret|password", re.IGNORECASE)
+
+
+class PipelineError(RuntimeError):
+    """A step of the pipeline failed, or it was asked something it cannot do."""
+
+
+def parse_value(text: str) -> Any:
+    """A ``-p`` value as papermill reads it: numbers, booleans, None, lists; else the string."""
+    if text in ("None", "none", "null"):
+        return None
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    return value if isinstance(value, (int, float, bool, list, dict)) else text
+
+
+def notebook_paths(notebooks_dir: str | os.PathLike | None = None) -> dict[str, Path]:
+    """The step notebooks, in order; a missing one is an error naming it."""
+    folder = Path(notebooks_dir) if notebooks_dir else NOTEBOOKS_DIR
+    paths = {step: folder / f"{step}.ipynb" for step in STEPS}
+    missing = [str(p) for p in paths.values() if not p.is_file()]
+    if missing:
+        raise PipelineError(f"notebook(s) not found: {', '.join(missing)}")
+    return paths
+
+
+def check_no_secrets(parameters: Mapping[str, Any]) -> None:
+    """Refuse parameters that would write a key into an executed notebook."""
+    secrets = {os.environ[name] for name in SECRET_ENV if os.environ.get(name)}
+    for name, value in parameters.items():
+        if _SECRET_NAME.search(name) or (isinstance(value, str) and value in secrets):
+            raise PipelineError(
+                f"parameter {name!r} looks like a secret: keys come from the environment "
+                "(MISTRAL_API_KEY, WANDB_API_KEY), never from parameters, because papermill "
+                "writes parameters into the executed notebooks"
+            )
+
+
+def route_parameters(
+    notebooks: Mapping[str, Path],
+    parameters: Mapping[str, Any],
+    defaults: Mapping[str, Any] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Give each notebook the parameters its ``parameters`` cell declares.
+
+    ``defaults`` go quietly where they are declared; a parameter asked for explicitly that no
+    notebook declares is an error (a typo would otherwise be ignored).
+    """
+    declared = {step: set(papermill.inspect_notebook(str(p))) for step, p in notebooks.items()}
+    known = set().union(*declared.values())
+    unknown = sorted(set(parameters) - known)
+    if unknown:
+        raise PipelineError(
+            f"no notebook declares parameter(s) {unknown}; known parameters: {sorted(known)}"
+        )
+    merged = {**(defaults or {}), **parameters}
+    return {
+        step: {k: v for k, v in merged.items() if k in names} for step, names in declared.items()
+    }
+
+
+@contextlib.contextmanager
+def local_factory(store: Path, log: Callable[[str], None]) -> Iterator[str]:
+    """Start a factory on a free port for the run, expose it to the kernels, stop it after."""
+    handle = start_factory(store, port=0)
+    previous = os.environ.get(FACTORY_URL_ENV)
+    os.environ[FACTORY_URL_ENV] = handle.url
+    log(f"local Classifier Factory at {handle.url} (pid {handle.pid}, store {store})")
+    try:
+        yield handle.url
+    finally:
+        if previous is None:
+            os.environ.pop(FACTORY_URL_ENV, None)
+        else:
+            os.environ[FACTORY_URL_ENV] = previous
+        stop_factory(handle)
+        log(f"local Classifier Factory stopped (pid {handle.pid})")
+
+
+def run_pipeline(
+    run_dir: str | os.PathLike,
+    source: str,
+    parameters: Mapping[str, Any] | None = None,
+    *,
+    notebooks_dir: str | os.PathLike | None = None,
+    store: str | os.PathLike | None = None,
+    kernel_name: str | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Path]:
+    """Execute the step notebooks on ``source`` into ``run_dir``; return the executed copies.
+
+    ``parameters`` override :data:`DEFAULT_PARAMETERS`. Raises :class:`PipelineError` naming
+    the step (and its executed copy, which shows the failing cell) when one fails.
+    """
+    run_path = Path(run_dir).resolve()
+    if Path(source).exists():
+        source = str(Path(source).resolve())  # kernels may run elsewhere
+    parameters = dict(parameters or {})
+    if {"run_dir", "source"} & set(parameters):
+        raise PipelineError("give run_dir and source as arguments, not as notebook parameters")
+    defaults = {**DEFAULT_PARAMETERS, "run_dir": str(run_path), "source": source}
+    check_no_secrets({**defaults, **parameters})
+    notebooks = notebook_paths(notebooks_dir)
+    routed = route_parameters(notebooks, parameters, defaults)
+    backend = resolve_backend(parameters.get("backend", DEFAULT_PARAMETERS["backend"]))
+    ensure_run_dir(run_path)  # only once the request is known to be sound
+    log(f"run folder: {run_path}\nbackend: {backend}")
+
+    factory = (
+        local_factory(Path(store) if store else run_path / "factory", log)
+        if backend == "local"
+        else contextlib.nullcontext()
+    )
+    executed: dict[str, Path] = {}
+    with factory:
+        for index, (step, path) in enumerate(notebooks.items(), start=1):
+            output = run_path / path.name
+            if step in LOCAL_ONLY_STEPS and backend != "local":
+                log(
+                    f"[{index}/{len(notebooks)}] {step} skipped: the model lives on the "
+                    f"{backend} backend, which does not hand out weights to export"
+                )
+                continue
+            log(f"[{index}/{len(notebooks)}] {step} -> {output}")
+            started = time.monotonic()
+            try:
+                papermill.execute_notebook(
+                    str(path),
+                    str(output),
+                    parameters=routed[step],
+                    kernel_name=kernel_name,
+                    progress_bar=False,
+                )
+            except papermill.PapermillExecutionError as exc:
+                raise PipelineError(
+                    f"step {step} failed ({exc.ename}: {exc.evalue}); "
+                    f"the executed notebook shows where: {output}"
+                ) from exc
+            executed[step] = output
+            log(f"      done in {time.monotonic() - started:.0f} s")
+    return executed
