@@ -8,13 +8,12 @@ import stat
 
 import pytest
 
+from moderation_helpers.core.files import atomic_path, atomic_write_text
 from moderation_helpers.core.jsonl import (
     MULTI_CLASS,
     SINGLE_CLASS,
     JSONLValidationError,
     Problem,
-    atomic_path,
-    atomic_write_text,
     read_jsonl,
     validate_jsonl,
     write_jsonl,

@@ -35,7 +35,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from moderation_helpers.core.conversation import encoder_inputs
-from moderation_helpers.core.jsonl import atomic_write_text
+from moderation_helpers.core.files import atomic_write_text
 
 BASE_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 # The encoder's position embeddings stop at 512 tokens; the API's default seq_len (16384) is

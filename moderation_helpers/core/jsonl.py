@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections import Counter, defaultdict
-from collections.abc import Collection, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from moderation_helpers.core.conversation import message_problems
+from moderation_helpers.core.files import atomic_write_text
 
 SINGLE_CLASS = "single_class"
 MULTI_CLASS = "multi_class"
@@ -193,34 +192,6 @@ def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
     validate_jsonl(path)
     with Path(path).open(encoding="utf-8") as fh:
         return [json.loads(line) for line in fh]
-
-
-@contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it replaces ``path``, on any error
-    it is removed, so readers see the old file or the complete new one, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        # mkstemp makes the file private (0600); give it the mode a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file and a rename: all or nothing."""
-    with atomic_path(path) as tmp:
-        with tmp.open("w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-    return Path(path)
 
 
 def write_jsonl(records: Iterable[Mapping[str, Any]], path: str | os.PathLike) -> Path:

@@ -27,7 +27,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
-from moderation_helpers.core.jsonl import atomic_write_text
+from moderation_helpers.core.files import atomic_write_text
 
 MANIFEST = "_manifest.json"
 PART_GLOB = "part-*.parquet"

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from moderation_helpers.core.flags import DEFAULT_THRESHOLD, SAFE_LABEL
 from moderation_helpers.corpus.files import (
     ROW_COLUMN,
     CorpusError,
@@ -51,7 +52,6 @@ from moderation_helpers.corpus.scoring import (
     labels_of,
     load_moderator,
 )
-from moderation_helpers.recipe.evaluate import DEFAULT_THRESHOLD, SAFE_LABEL
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")

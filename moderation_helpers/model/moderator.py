@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 
 from moderation_helpers.core import conversation
+from moderation_helpers.core.cpu import available_cpus
+from moderation_helpers.core.flags import SAFE_LABEL
 from moderation_helpers.model.folder import (
     TOKENIZER_JSON,
     ModelFolderError,
@@ -38,7 +40,6 @@ log = logging.getLogger("moderation_helpers.model.moderator")
 DEFAULT_TOKEN_BUDGET = 4096
 CUDA_TOKEN_BUDGET = 65536
 MAX_BATCH_ROWS = 256
-DEFAULT_SAFE_LABEL = "safe"
 
 
 def default_providers() -> list[str]:
@@ -48,14 +49,6 @@ def default_providers() -> list[str]:
     available = ort.get_available_providers()
     wanted = ["CUDAExecutionProvider"] if "CUDAExecutionProvider" in available else []
     return [*wanted, "CPUExecutionProvider"]
-
-
-def physical_cores() -> int:
-    """CPU cores this process may run on (onnxruntime's threads beyond that only wait)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
 
 
 class Moderator:
@@ -86,7 +79,7 @@ class Moderator:
         self.thresholds: dict[str, dict[str, float]] | None = (
             thresholds["thresholds"] if thresholds else None
         )
-        self.safe_label: str = (thresholds or {}).get("safe_label") or DEFAULT_SAFE_LABEL
+        self.safe_label: str = (thresholds or {}).get("safe_label") or SAFE_LABEL
         self._outputs = [t["output"] for t in record["targets"]]
         self._pad_id = int(record["tokenizer"]["pad_id"])
         # Padding is done here per batch, after sorting by length; counting ignores seq_len.
@@ -123,7 +116,7 @@ class Moderator:
             raise ModelFolderError(f"{tokenizer_path} not found: the folder is incomplete")
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = int(threads or physical_cores())
+        options.intra_op_num_threads = int(threads or available_cpus())
         options.inter_op_num_threads = 1
         options.log_severity_level = 3  # onnxruntime's own warnings about unused initializers
         wanted = list(providers or default_providers())

@@ -26,7 +26,8 @@ import httpx
 import pandas as pd
 from mistralai.client import errors
 
-from moderation_helpers.core.jsonl import atomic_write_text, validate_jsonl
+from moderation_helpers.core.files import atomic_write_text
+from moderation_helpers.core.jsonl import validate_jsonl
 from moderation_helpers.recipe.run_folder import (
     JOB_JSON,
     LOSS_PNG,

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from moderation_helpers.core.jsonl import atomic_write_text
+from moderation_helpers.core.files import atomic_write_text
 from moderation_helpers.recipe.run_folder import (
     DISTRIBUTION_PNG,
     PREPARE_SUMMARY,

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from moderation_helpers.core.jsonl import atomic_write_text
+from moderation_helpers.core.files import atomic_write_text
 
 TRAIN_JSONL = "train.jsonl"
 VALIDATION_JSONL = "validation.jsonl"

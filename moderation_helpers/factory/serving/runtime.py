@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from moderation_helpers.core.jsonl import atomic_write_text
+from moderation_helpers.core.files import atomic_write_text
 
 log = logging.getLogger("moderation_helpers.factory")
 
@@ -74,7 +74,7 @@ def machine() -> dict[str, Any]:
     import onnxruntime
     import torch
 
-    from moderation_helpers.model.moderator import physical_cores
+    from moderation_helpers.core.cpu import available_cpus
 
     cpu = ""
     try:
@@ -87,7 +87,7 @@ def machine() -> dict[str, Any]:
         cpu = platform.processor()
     return {
         "cpu": cpu,
-        "cores": physical_cores(),
+        "cores": available_cpus(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "torch": torch.__version__,
         "onnxruntime": onnxruntime.__version__,

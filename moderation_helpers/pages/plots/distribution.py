@@ -15,7 +15,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from moderation_helpers.core.jsonl import atomic_path
+from moderation_helpers.core.files import atomic_path
 
 FLAGGED_COLOR = "#d62728"
 NOT_FLAGGED_COLOR = "#1f77b4"

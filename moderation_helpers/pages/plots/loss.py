@@ -16,7 +16,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from moderation_helpers.core.jsonl import atomic_path
+from moderation_helpers.core.files import atomic_path
 
 
 def draw_loss(ax, metrics: pd.DataFrame, title: str | None = None) -> None:

@@ -8,10 +8,11 @@ from typing import Any, Literal
 from fastapi import APIRouter, HTTPException
 from fastapi.exceptions import RequestValidationError
 
+from moderation_helpers.core.statuses import TERMINAL_STATUSES
 from moderation_helpers.factory.api.responses import invalid, job_out, not_found
 from moderation_helpers.factory.api.routes.deps import Page, PageSize, SchedulerDep, StoreDep
 from moderation_helpers.factory.api.schemas import JobIn
-from moderation_helpers.factory.store.db import TERMINAL_STATUSES, Store
+from moderation_helpers.factory.store.db import Store
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine_tuning jobs"])
 JobStatus = Literal[
