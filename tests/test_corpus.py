@@ -17,13 +17,14 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
+from moderation_helpers.cli import corpus_main
 from moderation_helpers.corpus.files import (
     MANIFEST,
     CorpusError,
     read_corpus,
     read_moderated,
 )
-from moderation_helpers.corpus.run import run as corpus
+from moderation_helpers.corpus.run import moderate_corpus
 from moderation_helpers.corpus.scoring import (
     EMPTY_TEXT,
     MISSING_TEXT,
@@ -109,7 +110,7 @@ def run(model_dir, source, output, **kw):
     kw.setdefault("threads", 1)
     kw.setdefault("block_rows", 8)
     kw.setdefault("batch_tokens", 2048)
-    return corpus.moderate_corpus(
+    return moderate_corpus(
         model_dir, source, output, progress=False, log=lambda _: None, **kw
     )
 
@@ -144,7 +145,7 @@ def test_flag_lists_match_the_decide_path():
     scores = np.random.default_rng(1).random((200, 3)).astype(np.float32)
     scores[5] = np.nan  # an unscored row flags nothing
     limits = np.array([THRESHOLDS["moderation"][lab] for lab in LABELS])
-    lists, any_flag = flag_lists(scores, LABELS, limits, np.array(LABELS) != "safe")
+    lists, any_flag = flag_lists(scores, LABELS, limits, "safe")
     assert lists.to_pylist() == reference_flags(scores)
     assert any_flag.tolist() == [bool(f) for f in reference_flags(scores)]
 
@@ -181,7 +182,7 @@ def test_every_row_in_order_with_its_columns_scores_and_flags(local_ray, model_d
     summary = run(model_dir, source, tmp_path / "out")
     assert summary["complete"] and summary["rows"] == len(frame) == summary["input_rows"]
     assert summary["blocks"] == 7 and summary["blocks_scored"] == 7
-    assert summary["threshold_source"] == "model folder"
+    assert summary["threshold_source"] == "tuned"
     out = read_moderated(tmp_path / "out")
     assert len(out) == len(frame)
     assert out["row"].tolist() == list(range(len(frame)))
@@ -239,7 +240,7 @@ def test_other_settings_are_refused_unless_overwrite(local_ray, model_dir, tmp_p
         run(model_dir, source, tmp_path / "out", load=untuned, default_threshold=None)
     summary = run(model_dir, source, tmp_path / "out", block_rows=5, load=untuned, overwrite=True)
     assert summary["complete"] and summary["blocks"] == 4 and summary["blocks_skipped"] == 0
-    assert summary["threshold_source"].startswith("default 0.5")
+    assert summary["threshold_source"] == "default-0.5"
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         MANIFEST,
         *[f"part-0000{i}.parquet" for i in range(4)],
@@ -255,7 +256,7 @@ def test_other_settings_are_refused_unless_overwrite(local_ray, model_dir, tmp_p
 
 def test_cli_reports_bad_input_without_a_traceback(model_dir, tmp_path, capsys):
     source = write_corpus(corpus_frame(5), tmp_path, "csv")
-    status = corpus.main(
+    status = corpus_main(
         ["--model", str(model_dir), "--input", str(source), "--output", str(tmp_path / "o"),
          "--text-column", "body"]
     )  # fmt: skip

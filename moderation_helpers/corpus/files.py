@@ -13,7 +13,6 @@ overwrite. Names starting with ``_`` or ``.`` are ones Arrow's dataset reader sk
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -27,7 +26,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
-from moderation_helpers.core.files import atomic_write_text
+from moderation_helpers.core.files import atomic_path, write_json
 
 MANIFEST = "_manifest.json"
 PART_GLOB = "part-*.parquet"
@@ -179,6 +178,7 @@ def default_block_rows(n_rows: int) -> int:
 
 
 def n_blocks(n_rows: int, block_rows: int) -> int:
+    """How many blocks of ``block_rows`` rows cover ``n_rows`` rows."""
     return math.ceil(n_rows / block_rows) if n_rows else 0
 
 
@@ -188,11 +188,6 @@ def input_fingerprint(path: str | os.PathLike) -> list[dict[str, Any]]:
         {"file": str(f.resolve()), "bytes": f.stat().st_size, "mtime_ns": f.stat().st_mtime_ns}
         for f in input_files(path)
     ]
-
-
-def file_digest(path: str | os.PathLike) -> str:
-    """SHA-256 of a small file (the model folder's description)."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def prepare_output(
@@ -241,22 +236,15 @@ def _is_part_or_tmp(name: str) -> bool:
 
 
 def write_manifest(out: Path, plan: Mapping[str, Any], **status: Any) -> Path:
-    """Write ``_manifest.json`` (plan first, then the run's status) atomically."""
-    document = {"version": MANIFEST_VERSION, "plan": dict(plan), **status}
-    text = json.dumps(document, indent=2, sort_keys=True, default=str) + "\n"
-    return atomic_write_text(out / MANIFEST, text)
+    """Write ``_manifest.json`` (the plan and the run's status) atomically."""
+    return write_json(out / MANIFEST, {"version": MANIFEST_VERSION, "plan": dict(plan), **status})
 
 
 def write_part(out: Path, block: int, table: pa.Table) -> Path:
     """Write one block's output atomically: a reader never sees half a part."""
     final = out / part_name(block)
-    tmp = out / f".{final.name}.{os.getpid()}.tmp"
-    try:
+    with atomic_path(final) as tmp:  # ".part-NNNNN.parquet.*.tmp": prepare_output clears those
         pq.write_table(table, tmp)
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return final
 
 

@@ -3,15 +3,18 @@
     moderate-corpus --model runs/demo/model --input comments.parquet --output moderated/
     moderate-corpus --model DIR --input dump.jsonl --output OUT --address ray://head:10001
 
-The driver reads the corpus with Arrow and cuts it into fixed blocks of rows
-(:mod:`moderation_helpers.corpus.files`). Ray Data sends each block to an actor pool: every actor
-holds one Moderator, that is one ONNX Runtime session, with ``threads`` intra-op threads, and
-``actors × threads`` is about the number of cores. An actor scores its block in batches sized
-by tokens and writes the block's part file itself, atomically
-(:mod:`moderation_helpers.corpus.scoring`); the driver only sees one small stats row per block,
-which moves the progress bar. So the output keeps every input row and column in input order,
-plus ``row``, ``error``, ``score/{target}/{label}``, ``flagged/{target}`` and ``is_flagged``;
-a re-run resumes where a run stopped, and a block that fails costs only that block.
+This module runs the steps: plan (read and check the corpus, load the model once, fingerprint
+both, ready the output folder), score the missing blocks on Ray, summarize. The driver reads
+the corpus with Arrow and cuts it into fixed blocks of rows
+(:mod:`moderation_helpers.corpus.files`). Ray Data sends each block to an actor pool
+(:mod:`moderation_helpers.corpus.ray_pool`): every actor holds one Moderator, that is one ONNX
+Runtime session, with ``threads`` intra-op threads, and ``actors × threads`` is about the number
+of cores. An actor scores its block in batches sized by tokens and writes the block's part file
+itself, atomically (:mod:`moderation_helpers.corpus.scoring`); the driver only sees one small
+stats row per block, which moves the progress bar. So the output keeps every input row and
+column in input order, plus ``row``, ``error``, ``score/{target}/{label}``, ``flagged/{target}``
+and ``is_flagged``; a re-run resumes where a run stopped, and a block that fails costs only
+that block.
 
 Without ``address`` an embedded local Ray is started (no dashboard, quiet logs) and shut down
 afterwards; with one, the running cluster is used: its workers must see the model folder, the
@@ -20,19 +23,22 @@ output folder and this package (installed, or through ``runtime_env``).
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
 import time
-import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from moderation_helpers.core.flags import DEFAULT_THRESHOLD, SAFE_LABEL
+from moderation_helpers.core.flags import (
+    DEFAULT_THRESHOLD,
+    SAFE_LABEL,
+    ThresholdTable,
+    thresholds_table,
+)
 from moderation_helpers.corpus.files import (
     ROW_COLUMN,
     CorpusError,
@@ -45,140 +51,223 @@ from moderation_helpers.corpus.files import (
     reserved_conflicts,
     write_manifest,
 )
+from moderation_helpers.corpus.ray_pool import ray_session, run_blocks, size_pool
 from moderation_helpers.corpus.scoring import (
-    BlockScorer,
     ModeratorLoader,
     ScorerSettings,
     labels_of,
     load_moderator,
 )
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    from tqdm.auto import tqdm
-
 __all__ = ["CorpusError", "moderate_corpus"]
 
-LOOPBACK = "127.0.0.1"
+VARIANTS = ("fp32", "int8")
 
 
-def available_cpus() -> int:
-    """The cores this process may use (the affinity mask, not the machine's total)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS
-        return os.cpu_count() or 1
-
-
-def choose_pool(
-    cpus: int, num_actors: int | None = None, threads: int | None = None
-) -> tuple[int, int]:
-    """``(actors, threads per actor)`` with actors × threads ≈ ``cpus``.
-
-    By default one thread per actor up to 4 cores (small matmuls scale better across sessions
-    than across threads), two beyond: fewer model copies in memory on a big machine.
-    """
-    if threads is None:
-        threads = max(1, cpus // num_actors) if num_actors else (1 if cpus <= 4 else 2)
-    if num_actors is None:
-        num_actors = max(1, cpus // threads)
-    return num_actors, threads
-
-
-def cuda_available(log: Callable[[str], None]) -> bool:
-    """Whether this onnxruntime build has the CUDA provider; says so when it has not."""
-    import onnxruntime
-
-    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
-        return True
-    log("GPUs found, but this onnxruntime has no CUDA provider (install onnxruntime-gpu): CPU")
-    return False
-
-
-@contextlib.contextmanager
-def ray_session(
-    address: str | None, num_cpus: int | None, log: Callable[[str], None]
-) -> Iterator[dict[str, float]]:
-    """Ray for the run: the one already initialised, the cluster at ``address``, or an
-    embedded local one (shut down afterwards). Yields the cluster's resources."""
-    import ray
-
-    started = not ray.is_initialized()
-    if started:
-        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # nothing leaves the machine
-        quiet = dict(logging_level=logging.WARNING, log_to_driver=False)
-        if address:
-            ray.init(address=address, **quiet)
-        else:
-            # An embedded Ray talks to itself on loopback only, never on the machine's network.
-            ray.init(
-                num_cpus=num_cpus or available_cpus(),
-                include_dashboard=False,
-                _node_ip_address=LOOPBACK,
-                **quiet,
-            )
-    try:
-        resources = ray.cluster_resources()
-        where = f"Ray cluster at {address}" if address else "local Ray"
-        gpus = f", {resources['GPU']:.0f} GPUs" if resources.get("GPU") else ""
-        log(
-            f"{where}: {resources.get('CPU', 0):.0f} CPUs{gpus}"
-            + ("" if started else " (already running)")
-        )
-        yield resources
-    finally:
-        if started:
-            ray.shutdown()
-
-
-@contextlib.contextmanager
-def _quiet_ray_data() -> Iterator[Any]:
-    """Ray Data without its own bars and INFO lines: the run has one bar, over texts."""
-    from ray.data import DataContext
-
-    context = DataContext.get_current()
-    saved = context.enable_progress_bars
-    logger = logging.getLogger("ray.data")
-    level = logger.level
-    context.enable_progress_bars = False
-    logger.setLevel(logging.WARNING)
-    try:
-        yield context
-    finally:
-        context.enable_progress_bars = saved
-        logger.setLevel(level)
-
-
-def resolve_thresholds(moderator: Any, default: float | None) -> tuple[dict[str, list[float]], str]:
-    """Per target, a threshold per label (the model's order), and where they came from.
+def resolve_thresholds(moderator: Any, default: float | None) -> ThresholdTable:
+    """A threshold per label the model scores, and where each came from.
 
     The model folder's ``thresholds.json`` (tuned by 04_infer) wins; a label it lacks gets
-    ``default`` (0.5) and the source says which; ``default=None`` makes that an error.
+    ``default`` (0.5) and the table's ``source`` says which; ``default=None`` makes that an
+    error, and so does a threshold for a label the model does not score.
     """
     given = getattr(moderator, "thresholds", None) or {}
-    limits, defaulted = {}, []
-    for target, labels in labels_of(moderator).items():
-        row = []
-        for label in labels:
-            value = (given.get(target) or {}).get(label)
-            if value is None:
-                defaulted.append(f"{target}/{label}")
-                value = default
-            row.append(value)
-        limits[target] = row
-    if defaulted and default is None:
-        raise CorpusError(f"the model folder has no threshold for {defaulted}")
-    if not defaulted:
-        return limits, "model folder"
-    if len(defaulted) == sum(len(v) for v in limits.values()):
-        return limits, f"default {default} (the model folder has no thresholds.json)"
-    return limits, f"model folder; default {default} for {defaulted}"
+    try:
+        return thresholds_table(labels_of(moderator), given, default=default)
+    except ValueError as exc:
+        raise CorpusError(f"the model folder's thresholds: {exc}") from exc
 
 
 def model_fingerprint(model_dir: str | os.PathLike) -> list[list[Any]]:
     """Name, size and modification time of the model folder's files."""
     files = sorted(p for p in Path(model_dir).rglob("*") if p.is_file())
     return [[str(p.relative_to(model_dir)), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What a run scores and where, settled before Ray starts."""
+
+    table: pa.Table  # the whole corpus, as read
+    model_dir: str  # resolved: the actors may run elsewhere
+    text_column: str
+    variant: str
+    block_rows: int
+    labels: dict[str, list[str]]  # {target: [labels]}, the model's order
+    thresholds: ThresholdTable
+    safe_label: str
+    out: Path
+    done: frozenset[int]  # blocks an earlier run of the same plan wrote
+    manifest: dict[str, Any]  # the manifest's plan: only the same plan resumes
+
+    @property
+    def n_rows(self) -> int:
+        return self.table.num_rows
+
+    @property
+    def total_blocks(self) -> int:
+        return n_blocks(self.n_rows, self.block_rows)
+
+    @property
+    def todo(self) -> list[int]:
+        """The blocks this run scores, in order."""
+        return [b for b in range(self.total_blocks) if b not in self.done]
+
+    @property
+    def limits(self) -> dict[str, list[float]]:
+        """Per target, a threshold per label in the model's order (what the actors apply)."""
+        return {t: self.thresholds.row(t, labels).tolist() for t, labels in self.labels.items()}
+
+
+def plan_run(
+    model_dir: str | os.PathLike,
+    input: str | os.PathLike,  # noqa: A002 - the CLI's name for it
+    output: str | os.PathLike,
+    *,
+    text_column: str,
+    variant: str,
+    block_rows: int | None,
+    overwrite: bool,
+    default_threshold: float | None,
+    probe_model: Callable[[str], Any],
+) -> RunPlan:
+    """Read and check the corpus, load the model once (a bad folder fails here, before Ray
+    starts), fingerprint both and make the output folder ready: resumed or fresh."""
+    if variant not in VARIANTS:
+        raise CorpusError(f"variant must be 'fp32' or 'int8', got {variant!r}")
+    table = read_corpus(input, text_column)
+    conflicts = reserved_conflicts(table.column_names)
+    if conflicts:
+        raise CorpusError(f"{input}: columns {conflicts} would be overwritten by the output's")
+    model_dir = str(Path(model_dir).resolve())
+    probe = probe_model(model_dir)
+    labels = labels_of(probe)
+    thresholds = resolve_thresholds(probe, default_threshold)
+    safe_label = getattr(probe, "safe_label", None) or SAFE_LABEL
+    del probe
+    block_rows = block_rows or default_block_rows(table.num_rows)
+    manifest = {
+        "input": input_fingerprint(input),
+        "rows": table.num_rows,
+        "text_column": text_column,
+        "model": model_fingerprint(model_dir),
+        "variant": variant,
+        "labels": labels,
+        "thresholds": {t: thresholds.row(t, labs).tolist() for t, labs in labels.items()},
+        "threshold_source": thresholds.source,
+        "safe_label": safe_label,
+        "block_rows": block_rows,
+    }
+    out, done = prepare_output(output, manifest, overwrite=overwrite)
+    return RunPlan(
+        table=table,
+        model_dir=model_dir,
+        text_column=text_column,
+        variant=variant,
+        block_rows=block_rows,
+        labels=labels,
+        thresholds=thresholds,
+        safe_label=safe_label,
+        out=out,
+        done=frozenset(done),
+        manifest=manifest,
+    )
+
+
+def score_blocks(
+    plan: RunPlan,
+    *,
+    address: str | None,
+    num_cpus: int | None,
+    num_actors: int | None,
+    threads: int | None,
+    providers: Sequence[str] | None,
+    batch_tokens: int | None,
+    load: ModeratorLoader,
+    progress: bool,
+    log: Callable[[str], None],
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Score the plan's missing blocks on a Ray actor pool: one stats row per block, and the
+    pool's figures (none when there is nothing to score: Ray is not started then)."""
+    todo = plan.todo
+    if not todo:
+        return [], {}
+    rows = pa.array(np.arange(plan.n_rows, dtype=np.int64))
+    table = plan.table.add_column(0, ROW_COLUMN, rows)
+    blocks = [table.slice(b * plan.block_rows, plan.block_rows) for b in todo]
+    with ray_session(address, num_cpus, log) as resources:
+        pool = size_pool(
+            resources,
+            len(blocks),
+            num_actors=num_actors,
+            threads=threads,
+            providers=providers,
+            log=log,
+        )
+        log(pool.describe(plan.variant))
+        settings = ScorerSettings(
+            model_dir=plan.model_dir,
+            out_dir=str(plan.out.resolve()),
+            text_column=plan.text_column,
+            block_rows=plan.block_rows,
+            n_rows=plan.n_rows,
+            labels=plan.labels,
+            limits=plan.limits,
+            safe_label=plan.safe_label,
+            variant=plan.variant,
+            threads=pool.threads,
+            providers=list(providers) if providers else None,
+            batch_tokens=batch_tokens,
+            loader=load,
+        )
+        stats = run_blocks(blocks, settings, pool, progress)
+    return stats, pool.summary()
+
+
+def summarize(
+    plan: RunPlan, stats: list[dict[str, Any]], pool: dict[str, int], seconds: float
+) -> dict[str, Any]:
+    """The run's summary: the output folder's totals (earlier runs' blocks included), which
+    blocks failed, the pool, the providers and the speed."""
+    failed = sorted(s["block"] for s in stats if s["failure"])
+    totals = output_totals(plan.out)
+    rows_scored = sum(s["rows"] for s in stats if not s["failure"])
+    busy = sum(s["seconds"] for s in stats)
+    return {
+        "output": str(plan.out),
+        **totals,
+        "input_rows": plan.n_rows,
+        "complete": totals["rows"] == plan.n_rows and not failed,
+        "blocks": plan.total_blocks,
+        "blocks_skipped": len(plan.done),
+        "blocks_scored": len(stats) - len(failed),
+        "failed_blocks": failed,
+        "threshold_source": plan.thresholds.source,
+        "providers": sorted({s["providers"] for s in stats if s["providers"]}),
+        **pool,
+        "seconds": round(seconds, 3),
+        "texts_per_second": round(rows_scored / seconds, 1),
+        # Without starting Ray and the actors: rows over the actors' busy time.
+        "scoring_texts_per_second": (
+            round(rows_scored * pool["actors"] / busy, 1) if busy and pool else None
+        ),
+    }
+
+
+def _report(
+    plan: RunPlan,
+    stats: list[dict[str, Any]],
+    summary: dict[str, Any],
+    log: Callable[[str], None],
+) -> None:
+    """Log what went wrong per block, the providers, and how to finish an incomplete run."""
+    failures = sorted((s["block"], s["failure"]) for s in stats if s["failure"])
+    for block, failure in failures:
+        log(f"block {block} (rows from {block * plan.block_rows}) failed: {failure}")
+    if summary["providers"]:
+        log(f"scored with onnxruntime providers: {', '.join(summary['providers'])}")
+    if not summary["complete"]:
+        log(f"{len(failures)} block(s) failed: run the same command again to score only those")
 
 
 def moderate_corpus(
@@ -212,140 +301,38 @@ def moderate_corpus(
     resume), the pool, the providers and the speed.
     """
     started = time.perf_counter()
-    if variant not in ("fp32", "int8"):
-        raise CorpusError(f"variant must be 'fp32' or 'int8', got {variant!r}")
-    table = read_corpus(input, text_column)
-    conflicts = reserved_conflicts(table.column_names)
-    if conflicts:
-        raise CorpusError(f"{input}: columns {conflicts} would be overwritten by the output's")
-    model_dir = str(Path(model_dir).resolve())
-    probe = load(  # a bad folder fails here, before Ray starts
-        model_dir, variant=variant, threads=1, providers=providers, token_budget=batch_tokens
-    )
-    labels = labels_of(probe)
-    limits, threshold_source = resolve_thresholds(probe, default_threshold)
-    safe_label = getattr(probe, "safe_label", None) or SAFE_LABEL
-    del probe
-    n_rows = table.num_rows
-    block_rows = block_rows or default_block_rows(n_rows)
-    plan = {
-        "input": input_fingerprint(input),
-        "rows": n_rows,
-        "text_column": text_column,
-        "model": model_fingerprint(model_dir),
-        "variant": variant,
-        "labels": labels,
-        "thresholds": limits,
-        "threshold_source": threshold_source,
-        "safe_label": safe_label,
-        "block_rows": block_rows,
-    }
-    out, done = prepare_output(output, plan, overwrite=overwrite)
-    total_blocks = n_blocks(n_rows, block_rows)
-    todo = [b for b in range(total_blocks) if b not in done]
-    log(
-        f"{n_rows} rows in {total_blocks} blocks of {block_rows}; {len(done)} already written"
-        f"{', resuming' if done else ''}; thresholds: {threshold_source}"
-    )
-    write_manifest(out, plan, complete=False)
-
-    stats: list[dict[str, Any]] = []
-    pool: dict[str, Any] = {}
-    if todo:
-        table = table.add_column(0, ROW_COLUMN, pa.array(np.arange(n_rows, dtype=np.int64)))
-        blocks = [table.slice(b * block_rows, block_rows) for b in todo]
-        settings_kw = dict(
-            model_dir=model_dir,
-            out_dir=str(out.resolve()),
-            text_column=text_column,
-            block_rows=block_rows,
-            n_rows=n_rows,
-            labels=labels,
-            limits=limits,
-            safe_label=safe_label,
-            variant=variant,
-            providers=list(providers) if providers else None,
-            batch_tokens=batch_tokens,
-            loader=load,
-        )
-        with ray_session(address, num_cpus, log) as resources:
-            cpus, gpus = int(resources.get("CPU", 1)), int(resources.get("GPU", 0))
-            on_gpu = gpus > 0 and providers is None and cuda_available(log)
-            if on_gpu:  # one actor per GPU: a GPU session needs few CPU threads
-                actors, per_actor = num_actors or gpus, threads or 1
-            else:
-                actors, per_actor = choose_pool(cpus, num_actors, threads)
-            actors = min(actors, len(todo))
-            gpu_share = gpus / actors if on_gpu else 0
-            pool = {"actors": actors, "threads_per_actor": per_actor, "cpus": cpus, "gpus": gpus}
-            log(
-                f"actor pool: {actors} × {per_actor} thread(s)"
-                + (f" and {gpu_share:g} GPU" if on_gpu else "")
-                + f", one Moderator ({variant}) each"
-            )
-            settings = ScorerSettings(threads=per_actor, **settings_kw)
-            stats = _run_blocks(blocks, settings, actors, per_actor, gpu_share, progress)
-    failed = {s["block"]: s["failure"] for s in stats if s["failure"]}
-    for block, failure in sorted(failed.items()):
-        log(f"block {block} (rows from {block * block_rows}) failed: {failure}")
-    totals = output_totals(out)
-    elapsed = time.perf_counter() - started
-    rows_scored = sum(s["rows"] for s in stats if not s["failure"])
-    busy = sum(s["seconds"] for s in stats)
-    providers_used = sorted({s["providers"] for s in stats if s["providers"]})
-    summary = {
-        "output": str(out),
-        **totals,
-        "input_rows": n_rows,
-        "complete": totals["rows"] == n_rows and not failed,
-        "blocks": total_blocks,
-        "blocks_skipped": len(done),
-        "blocks_scored": len(stats) - len(failed),
-        "failed_blocks": sorted(failed),
-        "threshold_source": threshold_source,
-        "providers": providers_used,
-        **pool,
-        "seconds": round(elapsed, 3),
-        "texts_per_second": round(rows_scored / elapsed, 1),
-        # Without starting Ray and the actors: rows over the actors' busy time.
-        "scoring_texts_per_second": (
-            round(rows_scored * pool["actors"] / busy, 1) if busy and pool else None
+    plan = plan_run(
+        model_dir,
+        input,
+        output,
+        text_column=text_column,
+        variant=variant,
+        block_rows=block_rows,
+        overwrite=overwrite,
+        default_threshold=default_threshold,
+        probe_model=lambda folder: load(
+            folder, variant=variant, threads=1, providers=providers, token_budget=batch_tokens
         ),
-    }
-    write_manifest(out, plan, **{k: v for k, v in summary.items() if k != "output"})
-    if providers_used:
-        log(f"scored with onnxruntime providers: {', '.join(providers_used)}")
-    if not summary["complete"]:
-        log(f"{len(failed)} block(s) failed: run the same command again to score only those")
+    )
+    log(
+        f"{plan.n_rows} rows in {plan.total_blocks} blocks of {plan.block_rows}; "
+        f"{len(plan.done)} already written{', resuming' if plan.done else ''}; "
+        f"thresholds: {plan.thresholds.source}"
+    )
+    write_manifest(plan.out, plan.manifest, complete=False)
+    stats, pool = score_blocks(
+        plan,
+        address=address,
+        num_cpus=num_cpus,
+        num_actors=num_actors,
+        threads=threads,
+        providers=providers,
+        batch_tokens=batch_tokens,
+        load=load,
+        progress=progress,
+        log=log,
+    )
+    summary = summarize(plan, stats, pool, time.perf_counter() - started)
+    write_manifest(plan.out, plan.manifest, **{k: v for k, v in summary.items() if k != "output"})
+    _report(plan, stats, summary, log)
     return summary
-
-
-def _run_blocks(
-    blocks: list[pa.Table],
-    settings: ScorerSettings,
-    actors: int,
-    threads: int,
-    gpus: float,
-    progress: bool,
-) -> list[dict[str, Any]]:
-    """Score the blocks on an actor pool; one stats row per block, as they finish."""
-    import ray.data
-
-    stats = []
-    total = settings.n_rows
-    already = total - sum(b.num_rows for b in blocks)  # resuming: the bar starts there
-    bar = tqdm(total=total, initial=already, unit="text", desc="moderate", disable=not progress)
-    with _quiet_ray_data(), bar:
-        dataset = ray.data.from_arrow(blocks).map_batches(
-            BlockScorer,
-            fn_constructor_args=(settings,),
-            batch_size=None,  # one call per block: the block is the unit that is written
-            batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(size=actors),
-            num_cpus=threads,
-            num_gpus=gpus or None,  # Ray hides the GPUs from actors that do not ask for one
-        )
-        for row in dataset.iter_rows():
-            stats.append(row)
-            bar.update(row["rows"])
-    return stats

@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from moderation_helpers.core.flags import SAFE_LABEL, flag_mask, ranked_flags
 from moderation_helpers.corpus.files import (
     ERROR_COLUMN,
     IS_FLAGGED_COLUMN,
@@ -74,21 +75,18 @@ def text_errors(texts: pa.ChunkedArray | pa.Array) -> pa.Array:
 
 
 def flag_lists(
-    scores: np.ndarray, labels: Sequence[str], limits: np.ndarray, is_flag: np.ndarray
+    scores: np.ndarray, labels: Sequence[str], limits: np.ndarray, safe_label: str = SAFE_LABEL
 ) -> tuple[pa.Array, np.ndarray]:
-    """Per row, the labels whose score reaches its limit (flag labels only), highest score
-    first, ties by name, as one Arrow list column; and whether each row has any.
+    """Per row, the labels the flag rule flags (:func:`~moderation_helpers.core.flags.flag_mask`),
+    highest score first, ties by name, as one Arrow list column; and whether each row has any.
 
     Rows of NaN scores (not scored) get no flag. Built from flat arrays and offsets: no loop.
     """
-    hit = (scores >= limits) & is_flag
-    rank = np.broadcast_to(np.argsort(np.argsort(np.asarray(labels))), scores.shape)
-    order = np.lexsort((rank, -np.where(hit, scores, -np.inf)), axis=1)
-    sorted_hit = np.take_along_axis(hit, order, axis=1)
-    values = np.asarray(labels, dtype=object)[order[sorted_hit]]
-    offsets = np.concatenate([[0], np.cumsum(sorted_hit.sum(axis=1))]).astype(np.int32)
+    mask = flag_mask(scores, labels, limits, safe_label)
+    values, counts = ranked_flags(scores, labels, mask)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
     lists = pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, type=pa.string()))
-    return lists, hit.any(axis=1)
+    return lists, mask.any(axis=1)
 
 
 @dataclass(frozen=True)
@@ -138,10 +136,8 @@ def score_block(moderator: Any, table: pa.Table, settings: ScorerSettings) -> pa
                 scores[target][:, j], type=SCORE_TYPE, mask=bad
             )
     for target, labels in settings.labels.items():
-        is_flag = np.asarray(labels) != settings.safe_label
-        lists, hit = flag_lists(
-            scores[target], labels, np.asarray(settings.limits[target]), is_flag
-        )
+        limits = np.asarray(settings.limits[target])
+        lists, hit = flag_lists(scores[target], labels, limits, settings.safe_label)
         columns[f"flagged/{target}"] = pa.ListArray.from_arrays(
             lists.offsets, lists.values, mask=mask
         )
