@@ -1,0 +1,149 @@
+"""Benign sentences that mention identities, to add to the training data.
+
+On the civil_comments mirror almost every comment that names an identity (Muslim, gay, Black,
+deaf...) is toxic, so a model learns "identity word -> toxic" and flags neutral or friendly
+sentences like "My roommate is Muslim and studies civil engineering". Adding a few hundred
+such sentences without any flag to the training split shows it that the word alone is no
+reason to flag.
+
+The templates here are written apart from the behavioural suite's
+(:mod:`moderation_helpers.recipe.behaviour` and its ``behaviour_cases.json``) and share no
+template or sentence with it, so the suite stays a held-out check of whether the lesson
+generalized rather than a test of memorized sentences (tests/test_identity_examples.py checks
+that). The identity terms are mostly the same: the point is to teach those words.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from moderation_helpers.core.flags import SAFE_LABEL
+
+# (adjective, plural noun, group); "{a_term}" in a template takes the article too.
+TERMS: tuple[tuple[str, str, str], ...] = (
+    ("Muslim", "Muslims", "religion"),
+    ("Jewish", "Jewish people", "religion"),
+    ("Christian", "Christians", "religion"),
+    ("Hindu", "Hindus", "religion"),
+    ("Sikh", "Sikhs", "religion"),
+    ("Buddhist", "Buddhists", "religion"),
+    ("atheist", "atheists", "religion"),
+    ("Black", "Black people", "ethnicity"),
+    ("white", "white people", "ethnicity"),
+    ("Asian", "Asian people", "ethnicity"),
+    ("Latino", "Latinos", "ethnicity"),
+    ("Arab", "Arabs", "ethnicity"),
+    ("Indigenous", "Indigenous people", "ethnicity"),
+    ("Chinese", "Chinese people", "ethnicity"),
+    ("Mexican", "Mexicans", "ethnicity"),
+    ("female", "women", "gender"),
+    ("male", "men", "gender"),
+    ("trans", "trans people", "gender"),
+    ("transgender", "transgender people", "gender"),
+    ("nonbinary", "nonbinary people", "gender"),
+    ("gay", "gay people", "sexual_orientation"),
+    ("lesbian", "lesbians", "sexual_orientation"),
+    ("bisexual", "bisexual people", "sexual_orientation"),
+    ("queer", "queer people", "sexual_orientation"),
+    ("deaf", "deaf people", "disability"),
+    ("blind", "blind people", "disability"),
+    ("disabled", "disabled people", "disability"),
+    ("autistic", "autistic people", "disability"),
+)
+
+NEUTRAL_TEMPLATES: tuple[str, ...] = (
+    "Is there {a_term} community centre near the library?",
+    "The {term} owner of the hardware store said the shop closes at six.",
+    "{people} were among the commuters interviewed for this story.",
+    "Which {term} authors would you recommend for a book club?",
+    "My roommate is {term} and studies civil engineering.",
+    "According to the census, {people} make up part of the county's population.",
+    "The school board meeting included {term} parents and teachers.",
+    "I grew up next to {a_term} family who kept chickens.",
+    "Two {term} candidates are running for the school board this fall.",
+    "The reporter spoke with {people} waiting at the bus stop.",
+    "My dentist is {term}.",
+    "She wrote her thesis on the history of {term} communities in the region.",
+    "Being {term} is just one part of who I am.",
+    "The hospital hired {a_term} nurse for the night shift.",
+    "{people} vote, pay taxes and complain about potholes like everyone else.",
+    "My landlord is {term} and lives on the ground floor.",
+    "The podcast interviewed {a_term} farmer about the drought.",
+    "Our book club has three {term} members this year.",
+    "I'm {term}, and I drive a delivery truck for a living.",
+    "The city is translating its forms for {term} residents who asked for them.",
+)
+
+POSITIVE_TEMPLATES: tuple[str, ...] = (
+    "{people} are an important part of what makes this country great.",
+    "Some of the most generous people I know are {term}.",
+    "Congratulations to the {term} team captain on a fantastic season.",
+    "The {term} chef downtown makes the best soup in town.",
+    "I admire the {term} activists who organised the food drive.",
+    "Our {term} neighbours welcomed us warmly when we moved in.",
+    "It was wonderful to hear {people} share their stories at the town hall.",
+    "My {term} teacher changed my life for the better.",
+    "{people} bring so much talent to our local arts scene.",
+    "Happy to support {term} artists at the weekend market.",
+    "The {term} mayor has done an excellent job on housing.",
+    "I'm glad my kids are growing up with {term} classmates.",
+    "What a lovely story about {a_term} grandmother who started a reading club.",
+    "{people} in this town have always shown up for their neighbours.",
+    "The {term} firefighters were heroes during last summer's fires.",
+    "I learned so much from my {term} mentor at work.",
+    "Being {term} and happy is worth celebrating.",
+    "Three cheers for the {term} nurses who kept our hospital running.",
+    "The youth choir, led by {a_term} conductor, sounded fantastic.",
+    "Welcoming {people} into our church has made it a warmer place.",
+)
+
+TEMPLATES = {"neutral": NEUTRAL_TEMPLATES, "positive": POSITIVE_TEMPLATES}
+
+
+def _indefinite(term: str) -> str:
+    return f"{'an' if term[:1].lower() in 'aeiou' else 'a'} {term}"
+
+
+def example_pool() -> pd.DataFrame:
+    """Every template filled with every term: columns ``text``, ``term``, ``group``,
+    ``template_kind``; the pool :func:`identity_examples` draws from."""
+    rows = []
+    for kind, templates in TEMPLATES.items():
+        for template in templates:
+            for term, people, group in TERMS:
+                text = template.format(term=term, a_term=_indefinite(term), people=people)
+                rows.append((text[:1].upper() + text[1:], term, group, kind))
+    return pd.DataFrame(rows, columns=["text", "term", "group", "template_kind"])
+
+
+def identity_examples(
+    n: int,
+    seed: int,
+    labels: Sequence[str],
+    safe_label: str = SAFE_LABEL,
+) -> pd.DataFrame:
+    """``n`` distinct benign sentences mentioning identity terms, with no flag.
+
+    The frame has ``text`` and one bool column per label of ``labels`` (the layout of the
+    labelled frames of :mod:`moderation_helpers.recipe.prepare`: ``threshold_labels``' flags
+    with their text), every flag False, so each row becomes ``safe``; ``safe_label`` is left
+    out of the columns if ``labels`` holds it. Rows are drawn without replacement from
+    :func:`example_pool` (neutral and positive templates alike); the same ``seed`` gives the
+    same rows in the same order. Raises ValueError when ``n`` exceeds the pool.
+    """
+    pool = example_pool()
+    if not 0 <= n <= len(pool):
+        raise ValueError(f"n must be between 0 and {len(pool)} (the template pool), got {n}")
+    columns = [str(label) for label in labels if label != safe_label]
+    if len(set(columns)) != len(columns):
+        raise ValueError(f"labels repeat a name: {list(labels)}")
+    if "text" in columns:
+        raise ValueError("'text' cannot be a label name: it is the text column")
+    picks = np.random.default_rng(seed).choice(len(pool), size=n, replace=False)
+    out = pd.DataFrame({"text": pool["text"].to_numpy()[picks]})
+    for column in columns:
+        out[column] = np.zeros(n, dtype=bool)
+    return out

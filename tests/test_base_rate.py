@@ -1,0 +1,130 @@
+"""Thresholds for a target base rate, on synthetic scores with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from moderation_helpers.recipe import base_rate as br
+from moderation_helpers.recipe import evaluate as ev
+
+TOX = ("moderation", "toxicity")
+THREAT = ("moderation", "threat")
+SAFE = ("moderation", "safe")
+
+
+def frames(columns: dict[tuple[str, str], np.ndarray]) -> pd.DataFrame:
+    out = pd.DataFrame({i: v for i, v in enumerate(columns.values())})
+    out.columns = pd.MultiIndex.from_tuples(list(columns), names=ev.COLUMN_NAMES)
+    return out
+
+
+def synthetic(n: int = 4000, rate: float = 0.6, seed: int = 0):
+    """A balanced-like validation split: positives score higher, with overlap; scores rounded
+    so that ties happen."""
+    rng = np.random.default_rng(seed)
+    y = rng.random(n) < rate
+    s = np.where(y, rng.normal(0.65, 0.15, n), rng.normal(0.35, 0.15, n))
+    return y, np.clip(s, 0, 1).round(3)
+
+
+def single(y, s, column=TOX):
+    return frames({column: y}), frames({column: s})
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_at_the_validation_rate_it_is_the_plain_best_f1_threshold(seed):
+    y, s = synthetic(seed=seed)
+    truth, scores = single(y, s)
+    plain = ev.best_f1_threshold(y, s)
+    table = br.tune_for_base_rate(truth, scores, {TOX: float(y.mean())})
+    assert table.at[TOX, "threshold"] == plain.threshold
+    assert table.at[TOX, "expected_f1"] == pytest.approx(plain.f1)
+    assert table.at[TOX, "expected_flag_rate"] == pytest.approx((s >= plain.threshold).mean())
+
+
+def test_a_lower_base_rate_raises_the_threshold_and_its_expectations_hold():
+    y, s = synthetic()
+    truth, scores = single(y, s)
+    table = br.tune_for_base_rate(truth, scores, {TOX: 0.08})
+    row = table.loc[TOX]
+    plain = ev.best_f1_threshold(y, s).threshold
+    assert row["threshold"] > plain
+    assert row["base_rate"] == 0.08 and row["validation_rate"] == pytest.approx(y.mean())
+
+    # A population at the target rate, resampled from the split's positives and negatives.
+    rng = np.random.default_rng(7)
+    size = 400_000
+    n_pos = int(0.08 * size)
+    population_s = np.r_[rng.choice(s[y], n_pos), rng.choice(s[~y], size - n_pos)]
+    population_y = np.r_[np.ones(n_pos, bool), np.zeros(size - n_pos, bool)]
+    flagged = population_s >= row["threshold"]
+    assert row["expected_flag_rate"] == pytest.approx(flagged.mean(), abs=0.003)
+    assert row["expected_precision"] == pytest.approx(population_y[flagged].mean(), abs=0.01)
+    assert row["expected_recall"] == pytest.approx(flagged[population_y].mean(), abs=0.01)
+    # The plain threshold would flag far more than the rate at the natural rate.
+    at_plain = br.expected_at_rate(truth, scores, {TOX: plain}, {TOX: 0.08}).loc[TOX]
+    assert at_plain["expected_flag_rate"] > 2 * row["expected_flag_rate"]
+    assert at_plain["expected_precision"] < row["expected_precision"]
+
+
+def test_the_chosen_threshold_maximizes_the_reweighted_f1():
+    y, s = synthetic(n=600, seed=3)
+    truth, scores = single(y, s)
+    chosen = br.tune_for_base_rate(truth, scores, {TOX: 0.1}).loc[TOX]
+    candidates = np.unique(s)
+    f1s = [br.expected_metrics(y, s, t, 0.1)["expected_f1"] for t in candidates]
+    assert chosen["expected_f1"] == pytest.approx(np.nanmax(f1s))
+
+
+def test_weighted_curve_matches_a_direct_weighted_count():
+    y, s = synthetic(n=300, seed=4)
+    w = br.prior_weights(y, 0.2)
+    assert w[y] == pytest.approx(0.2 / y.mean()) and w[~y] == pytest.approx(0.8 / (1 - y.mean()))
+    thresholds, f1 = br.weighted_f1_curve(y, s, w)
+    assert (np.diff(thresholds) < 0).all()
+    for t, value in zip(thresholds[::37], f1[::37], strict=True):
+        hit = s >= t
+        tp, predicted, pos = (w * (hit & y)).sum(), (w * hit).sum(), (w * y).sum()
+        assert value == pytest.approx(2 * tp / (predicted + pos))
+
+
+def test_default_rates_scale_other_labels_like_toxicity():
+    rng = np.random.default_rng(0)
+    tox = rng.random(1000) < 0.6
+    threat = tox & (rng.random(1000) < 0.1)
+    truth = frames({TOX: tox, THREAT: threat, SAFE: ~tox})
+    rates = br.default_base_rates(truth)
+    factor = br.TOXICITY_BASE_RATE / tox.mean()
+    assert rates[TOX] == br.TOXICITY_BASE_RATE == 0.08
+    assert rates[THREAT] == pytest.approx(threat.mean() * factor)
+    assert rates[SAFE] == pytest.approx(1 - br.TOXICITY_BASE_RATE)
+    scores = frames({TOX: tox * 0.5 + 0.2, THREAT: threat * 0.7, SAFE: (~tox) * 0.9})
+    table = br.tune_for_base_rate(truth, scores, {THREAT: 0.003})
+    assert list(table.columns) == br.COLUMNS
+    assert table.index.names == ev.COLUMN_NAMES and list(table.index) == [TOX, THREAT, SAFE]
+    assert table.at[THREAT, "base_rate"] == 0.003  # the caller's rate wins
+    assert table.at[TOX, "base_rate"] == 0.08
+    with pytest.raises(ValueError, match="reference label"):
+        br.default_base_rates(frames({THREAT: threat}))
+
+
+def test_labels_without_positives_get_the_default_threshold():
+    y, s = synthetic(n=200)
+    truth = frames({TOX: y, THREAT: np.zeros_like(y)})
+    scores = frames({TOX: s, THREAT: s / 2})
+    table = br.tune_for_base_rate(truth, scores, {THREAT: 0.001})
+    assert table.at[THREAT, "threshold"] == 0.5
+    assert "default threshold" in table.at[THREAT, "note"]
+    assert np.isnan(table.at[THREAT, "expected_recall"])
+    assert table.at[TOX, "note"] is None
+
+
+def test_expected_at_rate_takes_a_threshold_table():
+    y, s = synthetic(n=500)
+    truth, scores = single(y, s)
+    plain = ev.best_f1_thresholds(truth, scores)
+    table = br.expected_at_rate(truth, scores, plain, {TOX: float(y.mean())})
+    assert table.at[TOX, "threshold"] == plain.at[TOX, "threshold"]
+    assert table.at[TOX, "expected_f1"] == pytest.approx(plain.at[TOX, "validation_f1"])

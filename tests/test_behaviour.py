@@ -1,0 +1,155 @@
+"""The behavioural suite's data and reports, checked with fake flags (no model)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from moderation_helpers.recipe import behaviour as bh
+
+REPO = Path(__file__).resolve().parents[1]
+
+TOXIC = {"insult", "threat", "targeted_profanity", "identity_attack", "obfuscated_insult"}
+BENIGN = {
+    "untargeted_profanity",
+    "negated_toxicity",
+    "quoted_toxicity",
+    "counter_speech",
+    "neutral",
+    "identity_neutral",
+    "identity_positive",
+}
+
+
+def test_cases_cover_each_behaviour_with_the_wanted_answer():
+    cases = bh.load_cases()
+    assert list(cases.columns) == ["behaviour", "text", "toxic"]
+    assert set(cases["behaviour"]) == TOXIC | BENIGN
+    sizes = cases["behaviour"].value_counts()
+    assert sizes.between(15, 30).all(), sizes
+    answers = cases.groupby("behaviour")["toxic"].agg(["min", "max"])
+    assert (answers["min"] == answers["max"]).all()  # one answer per behaviour
+    assert set(cases.loc[cases["toxic"], "behaviour"]) == TOXIC
+    assert not cases["text"].duplicated().any()
+    assert cases["text"].str.len().between(5, 200).all()
+    assert set(bh.behaviour_descriptions()) == TOXIC | BENIGN
+
+
+def test_identity_cases_fill_every_template_with_every_term():
+    terms, templates = bh.identity_terms(), bh.identity_templates()
+    assert 20 <= len(terms) <= 30
+    assert set(terms["group"]) == {
+        "religion",
+        "ethnicity",
+        "gender",
+        "sexual_orientation",
+        "disability",
+    }
+    assert {len(t) for t in templates.values()} == {10}
+    cases = bh.identity_cases()
+    assert {"term", "group", "template_kind", "text"} <= set(cases.columns)
+    assert len(cases) == len(terms) * sum(len(t) for t in templates.values())
+    assert not cases["toxic"].any()
+    assert not cases["text"].str.contains("[{}]").any()  # every placeholder filled
+    assert cases["text"].str[0].str.isupper().all()
+    assert "I am an Asian person." in set(cases["text"])
+    assert "I am a Muslim person." in set(cases["text"])
+    assert "Women deserve the same respect as everyone else." in set(cases["text"])
+
+
+def test_behaviour_report_counts_each_case():
+    cases = pd.DataFrame(
+        {
+            "behaviour": ["insult", "insult", "neutral", "neutral", "neutral"],
+            "text": ["a", "b", "c", "d", "e"],
+            "toxic": [True, True, False, False, False],
+        }
+    )
+    report = bh.behaviour_report(cases, [True, False, True, False, False])
+    assert report.loc["insult", "n"] == 2 and report.loc["insult", "accuracy"] == 0.5
+    assert report.loc["insult", "flag_rate"] == 0.5
+    assert report.loc["neutral", "accuracy"] == pytest.approx(2 / 3)
+    assert report.loc["neutral", "flag_rate"] == pytest.approx(1 / 3)
+    assert report.loc[bh.OVERALL, "n"] == 5 and report.loc[bh.OVERALL, "correct"] == 3
+    assert report.loc[bh.OVERALL, "accuracy"] == pytest.approx(0.6)
+    with pytest.raises(ValueError, match="4 flags for 5 cases"):
+        bh.behaviour_report(cases, [True] * 4)
+
+
+def test_perfect_and_flag_everything_scorers_on_the_suite():
+    cases = bh.load_cases()
+    perfect = bh.behaviour_report(cases, cases["toxic"])
+    assert (perfect["accuracy"] == 1).all()
+    everything = bh.behaviour_report(cases, np.ones(len(cases), bool))
+    assert (everything["flag_rate"] == 1).all()
+    assert everything.loc[bh.OVERALL, "accuracy"] == pytest.approx(cases["toxic"].mean())
+
+
+def test_flag_applies_the_flag_rule():
+    assert bh.flag([0.2, 0.5, 0.9, np.nan], 0.5).tolist() == [False, True, True, False]
+
+
+def test_worst_cases_ranks_the_surest_mistakes():
+    cases = bh.load_cases()
+    scores = np.where(cases["toxic"], 0.9, 0.1)
+    wrong_fp, wrong_fn = cases.index[~cases["toxic"]][3], cases.index[cases["toxic"]][5]
+    scores[wrong_fp], scores[wrong_fn] = 0.95, 0.3
+    worst = bh.worst_cases(cases, scores, bh.flag(scores, 0.5), k=5)
+    assert list(worst.index) == [wrong_fp, wrong_fn]
+    assert worst["error"].tolist() == ["false_positive", "false_negative"]
+    assert worst["wrongness"].tolist() == pytest.approx([0.95, 0.7])
+
+
+def test_biased_scorer_shows_up_in_the_identity_report():
+    cases = bh.identity_cases()
+    scores = np.where(cases["term"] == "Muslim", 0.8, 0.1)  # flags one term only
+    report = bh.identity_report(cases, bh.flag(scores, 0.5))
+    terms = report.loc["term"]
+    assert terms.loc["Muslim", "fpr"] == 1.0
+    assert terms.loc["Muslim", "fpr_neutral"] == terms.loc["Muslim", "fpr_positive"] == 1.0
+    assert (terms.drop(index="Muslim")["fpr"] == 0).all()
+    assert terms.loc["Muslim", "group"] == "religion"
+    n_religion = (bh.identity_terms()["group"] == "religion").sum()
+    assert report.loc[("group", "religion"), "fpr"] == pytest.approx(1 / n_religion)
+    assert report.loc[("overall", bh.OVERALL), "fpr"] == pytest.approx(1 / len(terms))
+    spread = bh.identity_spread(report)
+    assert spread.loc["term", "range"] == 1.0 and spread.loc["term", "worst"] == "Muslim"
+    fprs = terms["fpr"].to_numpy(float)
+    assert spread.loc["term", "std"] == pytest.approx(fprs.std())
+    assert spread.loc["group", "worst"] == "religion"
+
+
+def test_unbiased_scorer_has_no_spread():
+    cases = bh.identity_cases()
+    report = bh.identity_report(cases, np.zeros(len(cases), bool))
+    spread = bh.identity_spread(report)
+    assert (spread["range"] == 0).all() and (spread["std"] == 0).all()
+
+
+def test_report_markdown_holds_every_section():
+    cases, ids = bh.load_cases(), bh.identity_cases()
+    scores = np.where(cases["behaviour"] == "identity_neutral", 0.9, 0.2)
+    flagged = bh.flag(scores, 0.5)
+    id_flags = ids["group"].eq("disability").to_numpy()
+    text = bh.report_markdown(
+        bh.behaviour_report(cases, flagged),
+        bh.identity_report(ids, id_flags),
+        bh.worst_cases(cases, scores, flagged, k=3),
+    )
+    assert text.startswith("## Behavioural checks")
+    assert "| identity_neutral | False | 20 | 0.00 | 1.00 |" in text
+    assert "### Identity terms" in text and "| group | disability |" in text
+    assert "| term | 0.00 | 1.00 | 1.00 |" in text
+    assert "### Worst cases" in text and "false_positive" in text
+    assert bh.report_markdown(bh.behaviour_report(cases, flagged)).count("###") == 0
+
+
+def test_cases_file_is_package_data():
+    # Python 3.10 has no tomllib: look for the table's line instead of parsing.
+    config = (REPO / "pyproject.toml").read_text()
+    section = config.split("[tool.setuptools.package-data]", 1)[1].split("\n[", 1)[0]
+    assert f'"moderation_helpers.recipe" = ["{bh.CASES_FILE}"]' in section
+    assert (REPO / "moderation_helpers" / "recipe" / bh.CASES_FILE).is_file()

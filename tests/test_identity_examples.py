@@ -1,0 +1,64 @@
+"""The identity augmentation: benign, unflagged, deterministic, and apart from the suite."""
+
+from __future__ import annotations
+
+import pytest
+
+from moderation_helpers.recipe import behaviour as bh
+from moderation_helpers.recipe import identity_examples as ie
+from moderation_helpers.recipe.prepare import CIVIL_COMMENTS_LABELS, label_sets
+
+LABELS = list(CIVIL_COMMENTS_LABELS)
+
+
+def test_examples_have_text_and_a_false_flag_per_label():
+    out = ie.identity_examples(200, seed=0, labels=[*LABELS, "safe"], safe_label="safe")
+    assert list(out.columns) == ["text", *LABELS]
+    assert len(out) == 200 and out["text"].is_unique
+    assert out[LABELS].dtypes.map(str).eq("bool").all() and not out[LABELS].to_numpy().any()
+    assert not out["text"].str.contains("[{}]").any()
+    assert out["text"].str[0].str.isupper().all()
+    # The prepare step's writer turns each row into the safe label.
+    codes, lists = label_sets(out[LABELS], "safe")
+    assert lists == [["safe"]] and (codes == 0).all()
+
+
+def test_same_seed_same_rows_other_seed_other_rows():
+    a = ie.identity_examples(50, seed=3, labels=LABELS)
+    b = ie.identity_examples(50, seed=3, labels=LABELS)
+    c = ie.identity_examples(50, seed=4, labels=LABELS)
+    assert a.equals(b)
+    assert not a["text"].equals(c["text"])
+
+
+def test_examples_mention_every_group_and_both_kinds():
+    pool = ie.example_pool()
+    assert len(pool) == len(ie.TERMS) * (len(ie.NEUTRAL_TEMPLATES) + len(ie.POSITIVE_TEMPLATES))
+    assert pool["text"].is_unique
+    picked = pool[pool["text"].isin(ie.identity_examples(300, seed=0, labels=LABELS)["text"])]
+    assert set(picked["group"]) == set(bh.identity_terms()["group"])
+    assert set(picked["template_kind"]) == {"neutral", "positive"}
+
+
+def test_no_suite_text_or_template_in_the_augmentation():
+    pool = set(ie.example_pool()["text"])
+    suite = set(bh.load_cases()["text"]) | set(bh.identity_cases()["text"])
+    assert not pool & suite
+    suite_templates = {t for items in bh.identity_templates().values() for t in items}
+    assert not set(ie.NEUTRAL_TEMPLATES + ie.POSITIVE_TEMPLATES) & suite_templates
+
+
+def test_all_of_the_pool_and_no_more():
+    pool_size = len(ie.example_pool())
+    everything = ie.identity_examples(pool_size, seed=1, labels=["toxicity"])
+    assert set(everything["text"]) == set(ie.example_pool()["text"])
+    assert len(ie.identity_examples(0, seed=1, labels=["toxicity"])) == 0
+    with pytest.raises(ValueError, match="template pool"):
+        ie.identity_examples(pool_size + 1, seed=1, labels=["toxicity"])
+    with pytest.raises(ValueError, match="repeat"):
+        ie.identity_examples(3, seed=1, labels=["toxicity", "toxicity"])
+
+
+def test_without_labels_only_text():
+    out = ie.identity_examples(5, seed=0, labels=["safe"])
+    assert list(out.columns) == ["text"] and len(out) == 5
