@@ -83,7 +83,7 @@ def minilm_embedder(batch_size: int = 32):
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    from moderation_helpers.classifier.training import encoder_path
+    from moderation_helpers.classifier.network import encoder_path
 
     path = str(encoder_path())
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)

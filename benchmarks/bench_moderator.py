@@ -31,7 +31,7 @@ def baseline(texts: list[str]) -> Callable[[], None]:
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    from moderation_helpers.classifier.training import encoder_path
+    from moderation_helpers.classifier.network import encoder_path
 
     tokenizer = AutoTokenizer.from_pretrained(str(encoder_path()))
     model = AutoModel.from_pretrained(str(encoder_path()), dtype=torch.float32).eval()
@@ -89,6 +89,7 @@ def main() -> None:
     parser.add_argument("--model-id")
     args = parser.parse_args()
 
+    from moderation_helpers.classifier.checkpoint import load_model
     from moderation_helpers.core.jsonl import read_jsonl
     from moderation_helpers.export.onnx import export_model
     from moderation_helpers.model.moderator import Moderator
@@ -97,7 +98,8 @@ def main() -> None:
     texts = frame["text"].dropna().astype(str).tolist()[: args.texts]
     folder = Path(tempfile.mkdtemp()) / "model"
     t0 = time.perf_counter()
-    export_model(args.model_dir, folder, int8=True)
+    classifier = load_model(args.model_dir, device="cpu", precision="fp32")
+    export_model(classifier, folder, int8=True)
     print(f"export (fp32 + int8): {time.perf_counter() - t0:.1f} s")
     runners: dict[str, Callable[[], None]] = {"transformers fp32 (baseline)": baseline(texts)}
     moderators = {}

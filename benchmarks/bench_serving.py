@@ -85,7 +85,7 @@ def baseline_texts_per_second(texts: list[str], seq_len: int) -> float:
     from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from moderation_helpers.classifier.training import encoder_path
+    from moderation_helpers.classifier.network import encoder_path
 
     hf_logging.disable_progress_bar()
     tokenizer = AutoTokenizer.from_pretrained(str(encoder_path()))
@@ -158,11 +158,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     from moderation_helpers.corpus.run import moderate_corpus
-    from moderation_helpers.export.onnx import export_model
+    from moderation_helpers.factory.exports import export_from_store
     from moderation_helpers.factory.process import start_factory, stop_factory
     from moderation_helpers.model.folder import read_classifier
     from moderation_helpers.recipe.client import connect
-    from moderation_helpers.recipe.deploy import cycle, exported_model_id, texts_per_second
+    from moderation_helpers.recipe.deploy import (
+        cycle,
+        export_inputs,
+        exported_model_id,
+        texts_per_second,
+    )
     from moderation_helpers.recipe.evaluate import classify_texts
 
     load_before = load_average()
@@ -189,13 +194,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 model_dir = workdir / "model"
                 started = time.perf_counter()
                 thresholds = (run_dir / "thresholds.json").is_file()
-                export_model(
-                    model,
-                    model_dir,
-                    store=store,
-                    int8=True,
-                    run_dir=run_dir if thresholds else None,
-                )
+                inputs = export_inputs(run_dir) if thresholds else {}
+                export_from_store(store, model, model_dir, int8=True, **inputs)
                 figures["export_seconds"] = time.perf_counter() - started
             figures["factory_sdk"] = texts_per_second(
                 lambda t: classify_texts(client, model, t, batch_size=SDK_BATCH, progress=False),

@@ -199,11 +199,14 @@ def docs_main(argv: Sequence[str] | None = None) -> int:
 
 def _export(model_id: str, out: Path, store: Path, *, int8: bool, run_dir: Path | None) -> int:
     """``export``: the model folder, or a one-line reason why not (exit status 1)."""
-    from moderation_helpers.export.onnx import ExportRefused, export_model
+    from moderation_helpers.export.onnx import ExportRefused
+    from moderation_helpers.factory.exports import export_from_store
+    from moderation_helpers.recipe.deploy import export_inputs
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     try:
-        folder = export_model(model_id, out, store=store, int8=int8, run_dir=run_dir)
+        inputs = export_inputs(run_dir)
+        folder = export_from_store(store, model_id, out, int8=int8, **inputs)
     except (ExportRefused, FileExistsError, FileNotFoundError) as exc:
         print(f"export refused: {exc}", file=sys.stderr)
         return 1

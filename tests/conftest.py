@@ -95,7 +95,8 @@ def exported_model(trained_job, factory, prepared_run_dir, tmp_path_factory) -> 
     import json
     import shutil
 
-    from moderation_helpers.export.onnx import export_model
+    from moderation_helpers.factory.exports import export_from_store
+    from moderation_helpers.recipe.deploy import export_inputs
 
     _, job = trained_job
     run = tmp_path_factory.mktemp("export-run")
@@ -104,4 +105,5 @@ def exported_model(trained_job, factory, prepared_run_dir, tmp_path_factory) -> 
     record = {"model": job.fine_tuned_model, "safe_label": "safe", "thresholds": targets}
     (run / "thresholds.json").write_text(json.dumps(record), encoding="utf-8")
     out = tmp_path_factory.mktemp("exported") / "model"
-    return export_model(job.fine_tuned_model, out, store=factory.store, int8=True, run_dir=run)
+    inputs = export_inputs(run)
+    return export_from_store(factory.store, job.fine_tuned_model, out, int8=True, **inputs)

@@ -76,7 +76,7 @@ def test_request_messages_may_carry_text_chunks_and_null_content_lines_may_not()
 def test_token_limits_follow_the_tokenizer():
     from transformers import AutoTokenizer
 
-    from moderation_helpers.classifier.training import encoder_path
+    from moderation_helpers.classifier.network import encoder_path
 
     tokenizer = AutoTokenizer.from_pretrained(str(encoder_path()), local_files_only=True)
     limits = conv.token_limits(tokenizer, 16)

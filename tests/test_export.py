@@ -8,10 +8,12 @@ import sys
 
 import numpy as np
 import pytest
-from moderation_helpers.factory.__main__ import main as factory_main
 
+from moderation_helpers.cli import factory_main
 from moderation_helpers.core.jsonl import read_jsonl
-from moderation_helpers.export.onnx import ExportRefused, export_model
+from moderation_helpers.core.statuses import SUCCESS
+from moderation_helpers.export.onnx import ExportRefused
+from moderation_helpers.factory.exports import export_from_store
 from moderation_helpers.factory.store.db import Store
 from moderation_helpers.model.folder import (
     CLASSIFIER_JSON,
@@ -67,7 +69,7 @@ def test_fp32_scores_match_the_factory(exported_model, factory_scores, test_text
 
 
 def test_fp32_scores_match_torch_fp32(exported_model, factory, trained_job, test_texts):
-    from moderation_helpers.classifier.training import load_model
+    from moderation_helpers.classifier.checkpoint import load_model
 
     _, job = trained_job
     record = Store(factory.store).get_model(job.fine_tuned_model)
@@ -130,7 +132,7 @@ def test_export_refuses_a_non_empty_folder(exported_model, factory, trained_job,
     out.mkdir()
     (out / "notes.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="not empty"):
-        export_model(job.fine_tuned_model, out, store=factory.store)
+        export_from_store(factory.store, job.fine_tuned_model, out)
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no work folder left behind
 
@@ -150,21 +152,24 @@ def test_export_refuses_an_unfinished_model(tmp_path):
     job_id = store.create_job({"model": "ministral-3b-latest"}, start_requested=True)
     store.add_model("ft:classifier:x", job_id, "ministral-3b-latest", [], store.model_dir(job_id))
     with pytest.raises(ExportRefused, match="not finished: its job .* is QUEUED"):
-        export_model("ft:classifier:x", tmp_path / "out", store=tmp_path / "store")
-    half_saved = tmp_path / "half"
-    half_saved.mkdir()
+        export_from_store(tmp_path / "store", "ft:classifier:x", tmp_path / "out")
+    with store.edit_job(job_id) as edit:
+        edit.set_status(SUCCESS)  # but its folder holds no saved classifier
     with pytest.raises(ExportRefused, match="no finished model"):
-        export_model(half_saved, tmp_path / "out")
+        export_from_store(tmp_path / "store", "ft:classifier:x", tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
-def test_export_refuses_thresholds_of_another_model(factory, trained_job, tmp_path):
+def test_export_refuses_thresholds_of_another_model(factory, trained_job, tmp_path, capsys):
     _, job = trained_job
     run = tmp_path / "run"
     run.mkdir()
     (run / THRESHOLDS_JSON).write_text(json.dumps({"model": "ft:other", "thresholds": {}}))
-    with pytest.raises(ExportRefused, match="tuned for model 'ft:other'"):
-        export_model(job.fine_tuned_model, tmp_path / "out", store=factory.store, run_dir=run)
+    store = ["--store", str(factory.store), "--run-dir", str(run)]
+    out = ["--out", str(tmp_path / "out")]
+    assert factory_main(["export", job.fine_tuned_model, *out, *store]) == 1
+    assert "tuned for model 'ft:other'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_classifier_json_errors_name_the_field(exported_model):

@@ -11,9 +11,9 @@ import threading
 import httpx
 import pytest
 
+from moderation_helpers.classifier.checkpoint import load_model
 from moderation_helpers.factory.api.app import create_app
 from moderation_helpers.factory.config import ServingConfig
-from moderation_helpers.factory.queue.worker import load_trainer
 from moderation_helpers.factory.serving import model_cache
 from moderation_helpers.factory.serving.batcher import Batcher, BatchSettings, QueueFull
 from moderation_helpers.factory.store.db import Store
@@ -214,7 +214,7 @@ def real_model_dir(trained_job, factory, tmp_path_factory):
 
 @pytest.mark.slow
 def test_batched_scores_of_the_real_model_match_unbatched(tmp_path, monkeypatch, real_model_dir):
-    runtime = load_trainer().load_model(real_model_dir)
+    runtime = load_model(real_model_dir)
     alone_calls = 0
 
     class Counting:

@@ -8,7 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from moderation_helpers.classifier import training as T
+from moderation_helpers.classifier.checkpoint import load_model
+from moderation_helpers.classifier.network import Target
+from moderation_helpers.classifier.training import TrainSettings, train
 from moderation_helpers.factory.serving import runtime
 from moderation_helpers.factory.serving.model_cache import ModelCache
 from moderation_helpers.model.moderator import Moderator
@@ -27,10 +29,10 @@ def model_dir(tmp_path_factory):
         for i, text in enumerate(TEXTS * 2)
     ]
     targets = [
-        T.Target("moderation", ["safe", "toxicity"], "multi_class"),
-        T.Target("tone", ["calm", "angry"], "single_class"),
+        Target("moderation", ["safe", "toxicity"], "multi_class"),
+        Target("tone", ["calm", "angry"], "single_class"),
     ]
-    T.train(examples, None, targets, T.TrainSettings(training_steps=2, batch_size=4), out)
+    train(examples, None, targets, TrainSettings(training_steps=2, batch_size=4), out)
     return out
 
 
@@ -40,8 +42,8 @@ def test_onnx_export_is_made_once_and_matches_torch(model_dir):
     made = (folder / "model.onnx").stat().st_mtime_ns
     assert runtime.ensure_onnx(model_dir) == folder
     assert (folder / "model.onnx").stat().st_mtime_ns == made  # not exported again
-    assert not list(model_dir.glob(".onnx-*"))  # no work folder left
-    expected = T.load_model(model_dir, precision="fp32").predict(TEXTS)
+    assert not list(model_dir.glob(".onnx*"))  # no work folder left
+    expected = load_model(model_dir, precision="fp32").predict(TEXTS)
     got = Moderator.load(folder).predict(TEXTS)
     for a, b in zip(expected, got, strict=True):
         for target in a:

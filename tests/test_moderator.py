@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 from moderation_helpers.core.conversation import TURN_SEPARATOR
+from moderation_helpers.core.flags import thresholds_table
 from moderation_helpers.model import moderator as moderator_module
-from moderation_helpers.model.folder import ModelFolderError
+from moderation_helpers.model.decisions import Decision, decide
+from moderation_helpers.model.folder import THRESHOLDS_JSON, ModelFolderError
 from moderation_helpers.model.moderator import Moderator
-from moderation_helpers.recipe.moderate import Decision, decide
 
 TEXTS = [
     "you are a complete idiot and everyone knows it",
@@ -92,19 +93,41 @@ def test_moderate_applies_the_folder_thresholds(moderator):
     # An override changes the decision for that label only.
     insult_first = moderator.moderate(TEXTS[:1], thresholds={"moderation": {"insult": 0.0}})
     assert "insult" in insult_first[0].flagged["moderation"]
-    frame = moderator.score_frame(TEXTS)
-    same = decide(TEXTS, frame, {c: 0.5 for c in frame.columns})
+    layout = moderator.labels_by_target
+    table = thresholds_table(layout, default=0.5)
+    same = decide(TEXTS, moderator.score(TEXTS), layout, table)
     assert [d.flagged for d in decisions] == [d.flagged for d in same]
+    assert decisions[0].scores == same[0].scores
 
 
-def test_moderate_names_missing_and_unknown_thresholds(moderator):
-    saved = moderator.thresholds
-    try:
-        moderator.thresholds = None
-        with pytest.raises(ValueError, match="no threshold for"):
-            moderator.moderate(TEXTS)
-    finally:
-        moderator.thresholds = saved
+def test_recipe_decide_gives_the_moderators_decisions(moderator):
+    from moderation_helpers.recipe.moderate import decide as decide_frame
+
+    frame = moderator.score_frame(TEXTS)
+    from_frame = decide_frame(TEXTS, frame, {c: 0.5 for c in frame.columns})
+    assert from_frame == moderator.moderate(TEXTS)
+
+
+def test_a_folder_without_thresholds_moderates_at_one_half_and_says_so_once(
+    exported_model, tmp_path, caplog
+):
+    import shutil
+
+    copy = tmp_path / "no-thresholds"
+    shutil.copytree(exported_model, copy)
+    (copy / THRESHOLDS_JSON).unlink()
+    plain = Moderator.load(copy)
+    assert plain.thresholds is None
+    caplog.set_level(logging.WARNING, logger="moderation_helpers.model.moderator")
+    first = plain.moderate(TEXTS)
+    plain.moderate(TEXTS[:1])
+    warnings = [r for r in caplog.records if "moderating at 0.5" in r.getMessage()]
+    assert len(warnings) == 1 and "has no thresholds.json" in warnings[0].getMessage()
+    # The exported folder's thresholds are 0.5 everywhere: the same decisions.
+    assert first == Moderator.load(exported_model).moderate(TEXTS)
+
+
+def test_moderate_names_unknown_thresholds(moderator):
     with pytest.raises(ValueError, match="does not score"):
         moderator.moderate(TEXTS, thresholds={"moderation": {"spam": 0.5}})
 
@@ -157,23 +180,35 @@ def test_a_missing_provider_falls_back_to_the_cpu_and_says_so(exported_model, ca
     assert "on CPUExecutionProvider" in caplog.text
 
 
+HEAVY = ("torch", "transformers", "mistralai", "sklearn", "httpx", "fastapi", "ray")
 NO_TORCH = r"""
 import json, sys
 from moderation_helpers.model.moderator import Moderator
 moderator = Moderator.load(sys.argv[1])
 decisions = moderator.moderate(["you idiot", "hello"])
-leaked = sorted(m for m in ("torch", "transformers") if m in sys.modules)
-print(json.dumps({"flags": [d.flagged for d in decisions], "leaked": leaked}))
+heavy = json.loads(sys.argv[2])
+print(json.dumps({
+    "flags": [d.flagged for d in decisions],
+    "scores": [d.scores for d in decisions],
+    "leaked": sorted(m for m in heavy if m in sys.modules),
+}))
 """
 
 
-def test_the_moderator_never_imports_torch(exported_model):
+def test_the_moderator_moderates_without_torch_or_the_recipe(exported_model):
+    """In a fresh interpreter: load, moderate, and none of the heavy libraries got imported
+    (pandas still comes with core.conversation)."""
     done = subprocess.run(
-        [sys.executable, "-c", NO_TORCH, str(exported_model)],
+        [sys.executable, "-c", NO_TORCH, str(exported_model), json.dumps(HEAVY)],
         capture_output=True,
         text=True,
         check=True,
     )
     result = json.loads(done.stdout)
     assert result["leaked"] == []
-    assert len(result["flags"]) == 2
+    assert len(result["flags"]) == 2 and set(result["flags"][0]) == {"moderation"}
+    expected = Moderator.load(exported_model).moderate(["you idiot", "hello"])
+    for got, want in zip(result["scores"], expected, strict=True):
+        for label, value in want.scores["moderation"].items():
+            assert got["moderation"][label] == pytest.approx(value, abs=1e-6)
+    assert result["flags"] == [d.flagged for d in expected]

@@ -7,7 +7,11 @@ import math
 
 import pytest
 
+from moderation_helpers.classifier import batches, estimate, network
 from moderation_helpers.classifier import training as T
+from moderation_helpers.classifier.checkpoint import CHECKPOINT_JSON, HEADS_FILE, load_model
+from moderation_helpers.classifier.estimate import estimate_training_seconds
+from moderation_helpers.classifier.network import Target
 
 TEXTS = [
     ("you are a complete idiot", ["toxicity", "insult"]),
@@ -19,8 +23,8 @@ TEXTS = [
     ("go to hell, loser", ["toxicity", "insult"]),
     ("great point, I agree with you", ["safe"]),
 ]
-MULTI = T.Target("moderation", ["safe", "toxicity", "threat", "insult"], "multi_class")
-SINGLE = T.Target("tone", ["calm", "angry"], "single_class", weight=0.5)
+MULTI = Target("moderation", ["safe", "toxicity", "threat", "insult"], "multi_class")
+SINGLE = Target("tone", ["calm", "angry"], "single_class", weight=0.5)
 
 
 def _examples(with_single: bool = True) -> list[dict]:
@@ -68,7 +72,7 @@ def test_result_and_checkpoint_cadence(trained):
 
 def test_predict_shapes_and_score_kinds(trained):
     out, _, _ = trained
-    model = T.load_model(out)
+    model = load_model(out)
     assert [t.name for t in model.targets] == ["moderation", "tone"]
     texts = ["you idiot", "a quiet day", "the weather, as ever, is a long story " * 4]
     scores = model.predict(texts)
@@ -87,7 +91,7 @@ def test_predict_shapes_and_score_kinds(trained):
 
 def test_predict_order_does_not_depend_on_batching(trained):
     out, _, _ = trained
-    model = T.load_model(out)
+    model = load_model(out)
     texts = [t for t, _ in TEXTS]
     together = model.predict(texts)
     alone = [model.predict([t])[0] for t in texts]
@@ -98,11 +102,11 @@ def test_predict_order_does_not_depend_on_batching(trained):
 
 def test_save_load_round_trip_gives_identical_scores(trained, tmp_path):
     out, _, _ = trained
-    config = json.loads((out / T.CONFIG_FILE).read_text())
+    config = json.loads((out / CHECKPOINT_JSON).read_text())
     assert config["seq_len"] == 16
     assert config["targets"][0]["labels"] == MULTI.labels
-    first = T.load_model(out).predict(["you idiot", "a quiet day"])
-    second = T.load_model(out).predict(["you idiot", "a quiet day"])
+    first = load_model(out).predict(["you idiot", "a quiet day"])
+    second = load_model(out).predict(["you idiot", "a quiet day"])
     assert first == second
 
 
@@ -143,7 +147,7 @@ def test_cancel_raises_promptly(tmp_path):
             should_stop=should_stop,
         )
     assert len(calls) == 3  # stopped at the first check that said so
-    assert not (tmp_path / "m" / T.CONFIG_FILE).exists()
+    assert not (tmp_path / "m" / CHECKPOINT_JSON).exists()
 
 
 def test_unknown_label_is_a_clear_error(tmp_path):
@@ -154,15 +158,15 @@ def test_unknown_label_is_a_clear_error(tmp_path):
 
 
 def test_seq_len_is_clamped_to_the_encoder():
-    assert T.clamp_seq_len(16384) == T.MAX_SEQ_LEN == 512
-    assert T.clamp_seq_len(64) == 64
+    assert network.clamp_seq_len(16384) == network.MAX_SEQ_LEN == 512
+    assert network.clamp_seq_len(64) == 64
 
 
 def test_count_tokens_counts_special_tokens():
-    assert T.count_tokens([]) == 0
-    one = T.count_tokens(["hello"])
+    assert network.count_tokens([]) == 0
+    one = network.count_tokens(["hello"])
     assert one == 3  # [CLS] hello [SEP]
-    assert T.count_tokens(["hello", "hello"]) == 2 * one
+    assert network.count_tokens(["hello", "hello"]) == 2 * one
 
 
 def test_estimate_uses_cached_calibration(tmp_path, monkeypatch):
@@ -173,31 +177,31 @@ def test_estimate_uses_cached_calibration(tmp_path, monkeypatch):
         calls.append((batch_size, tokens, precision))
         return 0.25
 
-    monkeypatch.setattr(T, "_STEP_SECONDS_CACHE", {})
-    monkeypatch.setattr(T, "_calibrate_step_seconds", fake)
-    assert T.estimate_training_seconds(200, 16, 50.2, cache_path=cache) == pytest.approx(50.0)
-    assert T.estimate_training_seconds(100, 16, 51, cache_path=cache) == pytest.approx(25.0)
+    monkeypatch.setattr(estimate, "_STEP_SECONDS_CACHE", {})
+    monkeypatch.setattr(estimate, "_calibrate_step_seconds", fake)
+    assert estimate_training_seconds(200, 16, 50.2, cache_path=cache) == pytest.approx(50.0)
+    assert estimate_training_seconds(100, 16, 51, cache_path=cache) == pytest.approx(25.0)
     assert calls == [(16, 56, "auto")]
     # a fresh process reads the file instead of re-measuring
-    monkeypatch.setattr(T, "_STEP_SECONDS_CACHE", {})
-    assert T.estimate_training_seconds(10, 16, 50, cache_path=cache) == pytest.approx(2.5)
+    monkeypatch.setattr(estimate, "_STEP_SECONDS_CACHE", {})
+    assert estimate_training_seconds(10, 16, 50, cache_path=cache) == pytest.approx(2.5)
     assert calls == [(16, 56, "auto")]
 
 
 def test_bf16_and_fp32_scores_agree(trained):
     out, _, _ = trained
     texts = [t for t, _ in TEXTS]
-    fast = T.load_model(out, precision="auto").predict(texts)
-    exact = T.load_model(out, precision="fp32").predict(texts)
+    fast = load_model(out, precision="auto").predict(texts)
+    exact = load_model(out, precision="fp32").predict(texts)
     for a, b in zip(fast, exact, strict=True):
         for label, v in a["moderation"].items():
             assert v == pytest.approx(b["moderation"][label], abs=0.02)
 
 
 def test_folder_without_config_is_not_a_model(tmp_path):
-    (tmp_path / T.HEADS_FILE).write_bytes(b"partial")
+    (tmp_path / HEADS_FILE).write_bytes(b"partial")
     with pytest.raises(FileNotFoundError, match="no trained classifier"):
-        T.load_model(tmp_path)
+        load_model(tmp_path)
 
 
 def test_label_encoding_masks_missing_targets():
@@ -206,7 +210,7 @@ def test_label_encoding_masks_missing_targets():
         {"text": "b", "labels": {"moderation": "safe"}},
         {"text": "c", "labels": {"tone": "calm"}},
     ]
-    y = T._encode_labels(examples, [MULTI, SINGLE])
+    y = batches.encode_labels(examples, [MULTI, SINGLE])
     assert y["moderation"][0].tolist() == [0.0, 1.0, 0.0, 1.0]
     assert y["moderation"][1].tolist() == [1.0, 0.0, 0.0, 0.0]
     assert y["moderation"][2].isnan().all()
@@ -216,14 +220,32 @@ def test_label_encoding_masks_missing_targets():
 def test_single_class_with_two_labels_is_a_clear_error():
     examples = [{"text": "a", "labels": {"tone": ["calm", "angry"]}}]
     with pytest.raises(ValueError, match=r"example 0: labels.tone is single_class"):
-        T._encode_labels(examples, [SINGLE])
+        batches.encode_labels(examples, [SINGLE])
 
 
 def test_encoder_loads_in_float32_whatever_the_checkpoint_holds(tmp_path):
     import torch
 
-    half = T._load_encoder(T.encoder_path()).to(torch.float16)
+    half = network.load_encoder(network.encoder_path()).to(torch.float16)
     half.save_pretrained(tmp_path)
     assert {p.dtype for p in half.parameters()} == {torch.float16}
-    loaded = T._load_encoder(tmp_path)
+    loaded = network.load_encoder(tmp_path)
     assert {p.dtype for p in loaded.parameters()} == {torch.float32}
+
+
+def test_the_package_is_the_factory_trainer(monkeypatch):
+    from moderation_helpers.factory.queue.worker import TRAINER_ENV, load_trainer
+
+    monkeypatch.delenv(TRAINER_ENV, raising=False)
+    trainer = load_trainer()
+    assert trainer.train is T.train and trainer.Target is Target
+    assert trainer.estimate_training_seconds is estimate_training_seconds
+    assert set(trainer.__all__) == {
+        "Target",
+        "TrainSettings",
+        "TrainingCancelled",
+        "clamp_seq_len",
+        "count_tokens",
+        "estimate_training_seconds",
+        "train",
+    }

@@ -1,1 +1,1 @@
-"""Export: a trained classifier (handed in) becomes a model folder (ONNX graph, int8, model card)."""
+"""Export: a trained classifier (handed in) becomes a model folder (ONNX, int8, model card)."""

@@ -1,11 +1,12 @@
-"""Export a fine-tuned classifier into a self-contained ONNX model folder (see model_folder.py).
+"""Export a trained classifier into a self-contained ONNX model folder (see ``model.folder``).
 
-``export_model("ft:classifier:...", "deploy/", store=STORE)`` (or ``moderation-factory export``)
-turns the factory's torch model into one ONNX graph (encoder, mean pooling, every target's head
-and its sigmoid or softmax), the fast tokenizer configured to truncate at the model's
-``seq_len``, ``classifier.json``, the run's ``thresholds.json`` when given a run folder, and a
-model card. The folder is written aside and renamed into place, so a failed export leaves
-nothing half-written; before that, the ONNX scores are checked against torch's on sample texts.
+``export_model(classifier, "deploy/", int8=True, thresholds=...)`` is handed a loaded
+``classifier.checkpoint.ClassifierModel`` (the factory's ``export_from_store`` finds one by model
+id) and writes one ONNX graph (encoder, mean pooling, every target's head and its sigmoid or
+softmax), the fast tokenizer configured to truncate at the model's ``seq_len``,
+``classifier.json``, the tuned ``thresholds.json`` when given, and a model card. The folder is
+written beside and renamed into place, so a failed export leaves nothing half-written; before
+that, the ONNX scores are checked against torch's on sample texts.
 
 Torch is imported inside the functions: importing this module stays cheap and torch-free.
 """
@@ -14,14 +15,14 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from moderation_helpers.core import conversation
+from moderation_helpers.core.files import atomic_folder, write_json
+from moderation_helpers.export.model_card import model_card
 from moderation_helpers.export.quantize import INT8_METHOD, quantize_int8
 from moderation_helpers.model.folder import (
     CLASSIFIER_JSON,
@@ -32,8 +33,10 @@ from moderation_helpers.model.folder import (
     TOKENIZER_JSON,
     check_empty_output,
     classifier_record,
-    write_json,
 )
+
+if TYPE_CHECKING:
+    from moderation_helpers.classifier.checkpoint import ClassifierModel
 
 log = logging.getLogger("moderation_helpers.export.onnx")
 
@@ -50,130 +53,89 @@ CHECK_TEXTS = (
 
 
 class ExportRefused(RuntimeError):
-    """The model cannot be exported (not finished, unknown) or the output folder is in use."""
-
-
-def resolve_model(
-    model: str | os.PathLike, store: str | os.PathLike | None = None
-) -> tuple[Path, str | None, dict[str, Any] | None]:
-    """``(model folder, model id, job document)`` for a model id in ``store`` or a folder.
-
-    Refuses a model whose job has not succeeded or whose folder has no saved classifier.
-    """
-    from moderation_helpers.classifier.training import CONFIG_FILE
-
-    model_id: str | None = None
-    job: dict[str, Any] | None = None
-    if store is not None and not Path(model).is_dir():
-        from moderation_helpers.factory.store.db import Store
-
-        factory_store = Store(store)
-        record = factory_store.get_model(str(model))
-        if record is None:
-            known = [m["id"] for m in factory_store.list_models()][:5]
-            raise ExportRefused(f"no model {model!r} in the factory store {store} (has {known})")
-        model_id, path = record["id"], Path(record["path"])
-        job_row = factory_store.get_job(record["job_id"]) or {}
-        job = dict(job_row.get("doc") or {}, id=record["job_id"], status=job_row.get("status"))
-        if job["status"] != "SUCCESS":
-            raise ExportRefused(
-                f"model {model_id} is not finished: its job {record['job_id']} is "
-                f"{job['status']}; export once the job has succeeded"
-            )
-    else:
-        path = Path(model)
-    if not (path / CONFIG_FILE).is_file():
-        raise ExportRefused(
-            f"{path} holds no finished model ({CONFIG_FILE} is written last, when training "
-            "has saved everything): wait for the job to succeed, or check the path"
-        )
-    return path, model_id, job
+    """The model cannot be exported (not finished, unknown, thresholds of another model)."""
 
 
 def export_model(
-    model: str | os.PathLike,
+    classifier: ClassifierModel,
     out_dir: str | os.PathLike,
     *,
-    store: str | os.PathLike | None = None,
     int8: bool = False,
-    run_dir: str | os.PathLike | None = None,
-    job: Mapping[str, Any] | None = None,
     model_id: str | None = None,
+    thresholds: Mapping[str, Any] | None = None,
+    job: Mapping[str, Any] | None = None,
+    evaluation: Mapping[str, Any] | None = None,
+    summary: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write the exported model folder for ``model`` (a model id in ``store``, or a folder
-    the trainer saved) into ``out_dir`` (new or empty), and return it.
+    """Write the exported model folder of ``classifier`` into ``out_dir`` (new or empty) and
+    return it.
 
-    ``int8`` adds ``model.int8.onnx``. ``run_dir``: the run folder whose ``thresholds.json``
-    (checked to name this model), ``evaluation.json``, ``prepare_summary.json`` and
-    ``job.json`` go into the folder and its model card. ``job`` / ``model_id`` describe a model
-    given as a folder (the store fills them for a model id).
+    ``int8`` adds ``model.int8.onnx``. ``thresholds``: a ``thresholds.json`` document (checked
+    to name ``model_id``), copied into the folder. ``job`` (the fine-tuning job's document),
+    ``evaluation`` and ``summary`` (the run folder's evaluation and prepare summary) feed the
+    model card. Load ``classifier`` on the CPU in fp32: its scores are the reference the
+    exported graph is checked against.
     """
-    path, found_id, found_job = resolve_model(model, store)
-    model_id = model_id or found_id
-    run = _read_run_folder(run_dir)
-    job = dict(job or found_job or run.get("job") or {})
+    job = dict(job or {})
     model_id = model_id or job.get("fine_tuned_model")
-    out = check_empty_output(out_dir)
-    thresholds = run.get("thresholds")
     if thresholds is not None and model_id and thresholds.get("model") not in (None, model_id):
         raise ExportRefused(
-            f"{Path(run_dir) / THRESHOLDS_JSON} was tuned for model {thresholds['model']!r}, "
-            f"not {model_id!r}: export with the run folder of this model"
+            f"the thresholds were tuned for model {thresholds['model']!r}, not {model_id!r}: "
+            "export with the run folder of this model"
         )
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.export-", dir=out.parent))
-    work.chmod(0o755)  # mkdtemp makes it private; the folder is meant to be shared
-    try:
-        record = write_folder(path, work, model_id=model_id, int8=int8)
+    out = check_empty_output(out_dir)
+    with atomic_folder(out) as work:
+        work.chmod(0o755)  # mkdtemp makes it private; the folder is meant to be shared
+        record = write_onnx(classifier, work, model_id=model_id, int8=int8)
         if thresholds is not None:
-            write_json(work / THRESHOLDS_JSON, thresholds)
-        from moderation_helpers.export.model_card import model_card
-
-        card = model_card(
-            record, job=job, evaluation=run.get("evaluation"), summary=run.get("summary")
-        )
+            write_json(work / THRESHOLDS_JSON, dict(thresholds))
+        card = model_card(record, job=job, evaluation=evaluation, summary=summary)
         (work / MODEL_CARD).write_text(card, encoding="utf-8")
-        # Into place in one rename: an empty out_dir is replaced, a missing one created.
-        if out.is_dir():
-            out.rmdir()
-        os.replace(work, out)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-    log.info("exported %s to %s", model_id or path, out)
+    log.info("exported %s to %s", model_id or "the classifier", out)
     return out
 
 
-def write_folder(
-    model_dir: str | os.PathLike, out: Path, *, model_id: str | None = None, int8: bool = False
+def write_onnx(
+    classifier: ClassifierModel, out: Path, *, model_id: str | None = None, int8: bool = False
 ) -> dict[str, Any]:
-    """Write model.onnx (+ model.int8.onnx), tokenizer.json and classifier.json into ``out``.
+    """Write model.onnx (+ model.int8.onnx), tokenizer.json and classifier.json into ``out``
+    and return the ``classifier.json`` record.
 
     The lower half of :func:`export_model`, also used by the factory for its own runtime:
-    no model card, no thresholds, no emptiness check.
+    no model card, no thresholds, no emptiness check. Switches ``classifier``'s encoder to
+    eager attention (the same math), which traces to a graph onnxruntime can fuse.
     """
-    import onnx
-    import onnxruntime
-    import torch
-
-    from moderation_helpers.classifier import training as trainer
-
-    classifier = trainer.load_model(model_dir, device="cpu", precision="fp32")
-    # Eager attention traces to the classic BERT pattern, which onnxruntime fuses below;
-    # the same math as the SDPA kernels the trainer uses (scores agree to ~1e-7).
     classifier.model.encoder.set_attn_implementation("eager")
     graph = _scoring_graph(classifier.model, classifier.targets)
     tokenizer = _configured_tokenizer(classifier.tokenizer, classifier.seq_len)
     tokenizer.save(str(out / TOKENIZER_JSON))
-
     _export_graph(graph, out / MODEL_ONNX, [t.name for t in classifier.targets])
     fused = _fuse(out / MODEL_ONNX, classifier.model.encoder.config)
     variants: dict[str, dict[str, Any]] = {"fp32": {"file": MODEL_ONNX}}
     if int8:
         quantize_int8(out / MODEL_ONNX, out / MODEL_INT8_ONNX)
         variants["int8"] = {"file": MODEL_INT8_ONNX, "quantization": INT8_METHOD}
-    record = classifier_record(
+    record = _record(classifier, int(tokenizer.padding["pad_id"]), model_id, variants, fused)
+    write_json(out / CLASSIFIER_JSON, record)
+    _check_scores(classifier, out)
+    return record
+
+
+def _record(
+    classifier: ClassifierModel,
+    pad_id: int,
+    model_id: str | None,
+    variants: Mapping[str, Mapping[str, Any]],
+    fused: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The folder's ``classifier.json`` document."""
+    import onnx
+    import onnxruntime
+    import torch
+
+    from moderation_helpers.classifier.network import BASE_ENCODER
+
+    return classifier_record(
         targets=[
             {
                 "name": t.name,
@@ -184,8 +146,8 @@ def write_folder(
             for t in classifier.targets
         ],
         seq_len=classifier.seq_len,
-        base_encoder=trainer.BASE_ENCODER,
-        pad_id=int(tokenizer.padding["pad_id"]),
+        base_encoder=BASE_ENCODER,
+        pad_id=pad_id,
         rendering=conversation.RENDERING,
         model_id=model_id,
         opset=OPSET,
@@ -197,29 +159,6 @@ def write_folder(
             "onnxruntime": onnxruntime.__version__,
         },
     )
-    write_json(out / CLASSIFIER_JSON, record)
-    _check_scores(classifier, out)
-    return record
-
-
-def _read_run_folder(run_dir: str | os.PathLike | None) -> dict[str, Any]:
-    """What the model card and folder take from a run folder (each file optional)."""
-    from moderation_helpers.recipe import run_folder
-
-    found: dict[str, Any] = {}
-    if run_dir is None:
-        return found
-    if not Path(run_dir).is_dir():
-        raise FileNotFoundError(f"run folder {run_dir} not found")
-    for key, name in (
-        ("thresholds", run_folder.THRESHOLDS_JSON),
-        ("evaluation", run_folder.EVALUATION_JSON),
-        ("summary", run_folder.PREPARE_SUMMARY),
-        ("job", run_folder.JOB_JSON),
-    ):
-        if (Path(run_dir) / name).is_file():
-            found[key] = run_folder.read_json(run_dir, name)
-    return found
 
 
 def _configured_tokenizer(hf_tokenizer: Any, seq_len: int):

@@ -1,8 +1,8 @@
 """The exported model folder: one self-contained directory that needs nothing of this project.
 
-Written by :func:`moderation_helpers.export.onnx.export_model` (``moderation-factory export``), read by
-:class:`moderation_helpers.model.moderator.Moderator`, the factory's fast path, ``moderate-corpus`` and
-05_deploy. The format is defined here, once:
+Written by :func:`moderation_helpers.export.onnx.export_model` (``moderation-factory export``),
+read by :class:`moderation_helpers.model.moderator.Moderator`, the factory's fast path,
+``moderate-corpus`` and 05_deploy. The format is defined here, once:
 
 =====================  ====================================================================
 file                   holds
@@ -241,11 +241,6 @@ def read_thresholds(folder: str | os.PathLike) -> dict[str, Any] | None:
     ):
         raise ModelFolderError(f"{path}: field thresholds: expected {{target: {{label: number}}}}")
     return record
-
-
-def write_json(path: Path, record: Any) -> None:
-    """Write a JSON file of the folder with stable formatting."""
-    path.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def check_empty_output(out_dir: str | os.PathLike) -> Path:

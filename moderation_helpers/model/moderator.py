@@ -4,6 +4,7 @@
 
     moderator = Moderator.load("deploy/")            # or variant="int8"
     moderator.moderate(["you are an idiot"])  # -> [Decision], with the folder's thresholds
+                                              #    (0.5 where the folder has none, with a warning)
     moderator.score(texts)                    # -> {target: float32 array (n, n_labels)}
 
 Texts are tokenized once (in Rust, in parallel), sorted by length and cut into batches of about
@@ -24,8 +25,16 @@ import numpy as np
 
 from moderation_helpers.core import conversation
 from moderation_helpers.core.cpu import available_cpus
-from moderation_helpers.core.flags import SAFE_LABEL
+from moderation_helpers.core.flags import (
+    DEFAULT_THRESHOLD,
+    SAFE_LABEL,
+    Thresholds,
+    ThresholdTable,
+    thresholds_table,
+)
+from moderation_helpers.model.decisions import Decision, decide
 from moderation_helpers.model.folder import (
+    THRESHOLDS_JSON,
     TOKENIZER_JSON,
     ModelFolderError,
     read_classifier,
@@ -73,6 +82,9 @@ class Moderator:
         self.targets: list[dict[str, Any]] = [
             {k: t[k] for k in ("name", "labels", "loss_function")} for t in record["targets"]
         ]
+        self.labels_by_target: dict[str, list[str]] = {
+            t["name"]: list(t["labels"]) for t in self.targets
+        }
         self.seq_len: int = int(record["seq_len"])
         self.token_budget = int(token_budget)
         self.thresholds_record = thresholds
@@ -80,6 +92,7 @@ class Moderator:
             thresholds["thresholds"] if thresholds else None
         )
         self.safe_label: str = (thresholds or {}).get("safe_label") or SAFE_LABEL
+        self._warned_default = False
         self._outputs = [t["output"] for t in record["targets"]]
         self._pad_id = int(record["tokenizer"]["pad_id"])
         # Padding is done here per batch, after sorting by length; counting ignores seq_len.
@@ -232,38 +245,38 @@ class Moderator:
         values = np.concatenate([scores[t["name"]] for t in self.targets], axis=1)
         return pd.DataFrame(values.astype(np.float64), columns=columns)
 
-    def moderate(
-        self,
-        texts: str | Sequence[str],
-        thresholds: Mapping[str, Mapping[str, float]] | None = None,
-    ) -> list[Any]:
-        """One :class:`moderation_helpers.recipe.moderate.Decision` per text, flagging each label
-        whose score reaches its threshold: the folder's ``thresholds.json``, where
-        ``thresholds`` (``{target: {label: value}}``) overrides some or all of them."""
-        from moderation_helpers.recipe.moderate import decide
-
-        if isinstance(texts, str):
-            texts = [texts]
-        texts = list(texts)
-        limits = {
-            (t, lab): float(v)
-            for table in (self.thresholds or {}, thresholds or {})
-            for t, labels in table.items()
-            for lab, v in labels.items()
-        }
-        columns = [(t["name"], lab) for t in self.targets for lab in t["labels"]]
-        missing = [f"{t}/{lab}" for t, lab in columns if (t, lab) not in limits]
-        if missing:
-            where = self.folder / "thresholds.json"
-            raise ValueError(
-                f"no threshold for {missing}: {where} lacks them; pass them in `thresholds`"
+    def threshold_table(self, thresholds: Thresholds | None = None) -> ThresholdTable:
+        """The threshold of every label: the folder's ``thresholds.json``, overridden by
+        ``thresholds`` (``{target: {label: value}}``), else :data:`DEFAULT_THRESHOLD` (logged
+        once per Moderator). ValueError for thresholds of labels the model does not score."""
+        table = thresholds_table(
+            self.labels_by_target, self.thresholds, thresholds, default=DEFAULT_THRESHOLD
+        )
+        if table.defaulted and not self._warned_default:
+            self._warned_default = True
+            if self.thresholds is None:
+                missing = f"{self.folder} has no {THRESHOLDS_JSON}"
+            else:
+                missing = f"{self.folder / THRESHOLDS_JSON} has no threshold for {table.defaulted}"
+            log.warning(
+                "%s: moderating at %s (%s); export with the run folder whose 04_infer tuned "
+                "thresholds, or pass `thresholds`",
+                missing,
+                DEFAULT_THRESHOLD,
+                table.source,
             )
-        unknown = sorted(f"{t}/{lab}" for t, lab in set(limits) - set(columns))
-        if unknown:
-            raise ValueError(f"thresholds given for {unknown}, which this model does not score")
+        return table
+
+    def moderate(
+        self, texts: str | Sequence[str], thresholds: Thresholds | None = None
+    ) -> list[Decision]:
+        """One :class:`~moderation_helpers.model.decisions.Decision` per text, flagging each
+        label whose score reaches its threshold (see :meth:`threshold_table`)."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        table = self.threshold_table(thresholds)
         if not texts:
             return []
-        return decide(texts, self.score_frame(texts), limits, safe_label=self.safe_label)
+        return decide(texts, self.score(texts), self.labels_by_target, table, self.safe_label)
 
     def render_conversations(
         self, conversations: Sequence[Sequence[Mapping[str, Any]]]

@@ -16,7 +16,14 @@ from typing import Any
 
 from moderation_helpers.model.folder import CLASSIFIER_JSON, VARIANT_FILES
 from moderation_helpers.recipe.moderate import fine_tuned_model
-from moderation_helpers.recipe.run_folder import JOB_JSON, MODEL_DIR, read_json
+from moderation_helpers.recipe.run_folder import (
+    EVALUATION_JSON,
+    JOB_JSON,
+    MODEL_DIR,
+    PREPARE_SUMMARY,
+    THRESHOLDS_JSON,
+    read_json,
+)
 
 PIPELINE_STORE = "factory"  # where the pipeline's factory keeps its store, inside the run
 
@@ -30,7 +37,7 @@ def factory_store(run_dir: str | os.PathLike, store: str | os.PathLike | None = 
     in_run = Path(run_dir) / PIPELINE_STORE
     if in_run.is_dir():
         return in_run
-    from moderation_helpers.factory.__main__ import default_store
+    from moderation_helpers.core.env import default_store
 
     return default_store()
 
@@ -43,6 +50,24 @@ def exported_model_id(folder: str | os.PathLike) -> str | None:
     if not path.is_file():
         return None
     return json.loads(path.read_text(encoding="utf-8")).get("model_id")
+
+
+def export_inputs(run_dir: str | os.PathLike | None) -> dict[str, Any]:
+    """What an export takes from a run folder (each file optional): ``thresholds``,
+    ``evaluation`` and ``summary``, as keyword arguments of ``export_from_store``."""
+    found: dict[str, Any] = {}
+    if run_dir is None:
+        return found
+    if not Path(run_dir).is_dir():
+        raise FileNotFoundError(f"run folder {run_dir} not found")
+    for key, name in (
+        ("thresholds", THRESHOLDS_JSON),
+        ("evaluation", EVALUATION_JSON),
+        ("summary", PREPARE_SUMMARY),
+    ):
+        if (Path(run_dir) / name).is_file():
+            found[key] = read_json(run_dir, name)
+    return found
 
 
 def export_run_model(
@@ -59,7 +84,7 @@ def export_run_model(
     replaced, since the run folder belongs to this run. Only a local job can be exported: the
     Mistral API does not hand out weights.
     """
-    from moderation_helpers.export.onnx import export_model
+    from moderation_helpers.factory.exports import export_from_store
 
     run_path = Path(run_dir)
     record = read_json(run_path, JOB_JSON)
@@ -80,7 +105,7 @@ def export_run_model(
         shutil.rmtree(out)
     where = factory_store(run_path, store)
     started = time.perf_counter()
-    export_model(model, out, store=where, int8=int8, run_dir=run_path)
+    export_from_store(where, model, out, int8=int8, **export_inputs(run_path))
     log(f"exported {model} from {where} in {time.perf_counter() - started:.1f} s")
     return out
 

@@ -11,20 +11,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pandas as pd
 
-from moderation_helpers.recipe.evaluate import (
-    SAFE_LABEL,
-    classify_texts,
-    flagged_labels,
-    predict,
-    targets_of,
-)
+from moderation_helpers.core.flags import thresholds_table
+from moderation_helpers.model.decisions import Decision
+from moderation_helpers.model.decisions import decide as decide_scores
+from moderation_helpers.recipe.evaluate import SAFE_LABEL, classify_texts, targets_of
 from moderation_helpers.recipe.run_folder import (
     JOB_JSON,
     PREPARE_SUMMARY,
@@ -34,24 +30,6 @@ from moderation_helpers.recipe.run_folder import (
 )
 
 Thresholds = Mapping[str, Mapping[str, float]]  # {target: {label: threshold}}
-
-
-@dataclass(frozen=True)
-class Decision:
-    """What moderation says about one text.
-
-    ``flagged`` lists, per target, the labels whose score reached their threshold, highest
-    score first; the safe label is never a flag. ``scores`` holds every label's score.
-    """
-
-    text: str
-    flagged: dict[str, list[str]]
-    scores: dict[str, dict[str, float]] = field(repr=False)
-
-    @property
-    def is_flagged(self) -> bool:
-        """True when any target flags any label."""
-        return any(self.flagged.values())
 
 
 def fine_tuned_model(job: Mapping[str, Any]) -> str:
@@ -131,19 +109,15 @@ def decide(
     *,
     safe_label: str = SAFE_LABEL,
 ) -> list[Decision]:
-    """Turn a score frame into one :class:`Decision` per text."""
-    flags = flagged_labels(scores, predict(scores, thresholds), safe_label=safe_label)
+    """Turn a score frame into one :class:`Decision` per text (``model.decisions.decide``)."""
     layout = targets_of(scores)
-    # Per target, one {label: score} dict per text.
-    nested = {t: scores[t].to_dict(orient="records") for t in layout}
-    return [
-        Decision(
-            text=text,
-            flagged={t: list(flags.at[i, t]) for t in layout},
-            scores={t: {k: float(v) for k, v in nested[t][i].items()} for t in layout},
-        )
-        for i, text in enumerate(texts)
-    ]
+    given = {}
+    for (target, label), value in thresholds.items():
+        if label in layout.get(target, ()):
+            given.setdefault(target, {})[label] = value
+    table = thresholds_table(layout, given, default=None)
+    by_target = {t: scores[t].to_numpy() for t in layout}
+    return decide_scores(texts, by_target, layout, table, safe_label)
 
 
 def _client_for(job: Mapping[str, Any], run_dir: str | os.PathLike) -> Any:

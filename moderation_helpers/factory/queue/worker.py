@@ -37,7 +37,7 @@ log = logging.getLogger("moderation_helpers.factory")
 
 # The trainer module can be swapped (tests use a fake that fails or runs slowly on purpose).
 TRAINER_ENV = "MODERATION_FACTORY_TRAINER"
-DEFAULT_TRAINER = "moderation_helpers.classifier.training"
+DEFAULT_TRAINER = "moderation_helpers.classifier"
 DEFAULT_TRAINING_STEPS = 100
 RESULT_JSON = "result.json"
 TRAIN_LOG = "train.log"

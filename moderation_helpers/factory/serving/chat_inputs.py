@@ -18,16 +18,17 @@ from moderation_helpers.core.conversation import Message, render_many, token_lim
 
 @lru_cache(maxsize=8)
 def _limits(model_path: str) -> dict[str, Any]:
-    from moderation_helpers.classifier import training as trainer
+    from moderation_helpers.classifier.checkpoint import CHECKPOINT_JSON, ENCODER_DIR
+    from moderation_helpers.classifier.network import encoder_path
 
     folder = Path(model_path)
-    config = folder / trainer.CONFIG_FILE
+    config = folder / CHECKPOINT_JSON
     if not config.is_file():  # a model of another trainer (tests): no token budget known
         return {}
     seq_len = int(json.loads(config.read_text(encoding="utf-8"))["seq_len"])
-    tokenizer_dir = folder / trainer.ENCODER_DIR
+    tokenizer_dir = folder / ENCODER_DIR
     if not tokenizer_dir.is_dir():
-        tokenizer_dir = trainer.encoder_path()
+        tokenizer_dir = encoder_path()
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)

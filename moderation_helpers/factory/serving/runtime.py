@@ -9,8 +9,8 @@ store's ``runtime.json`` for as long as the machine and library versions stay th
 one wins depends on the CPU (bf16 autocast was slower than fp32 on one Xeon with avx512_bf16,
 faster on an EPYC), so no CPU flag decides it.
 
-The ONNX graph of a model is exported once into ``<model folder>/onnx/`` (written aside, renamed
-into place), when the ONNX runtime is chosen or measured. Every runtime offers
+The ONNX graph of a model is exported once into ``<model folder>/onnx/`` (written beside,
+renamed into place), when the ONNX runtime is chosen or measured. Every runtime offers
 ``predict(texts)`` and ``token_lengths(texts)``.
 """
 
@@ -21,7 +21,6 @@ import logging
 import os
 import platform
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -30,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from moderation_helpers.core.files import atomic_write_text
+from moderation_helpers.core.files import atomic_folder, atomic_write_text
 
 log = logging.getLogger("moderation_helpers.factory")
 
@@ -97,41 +96,37 @@ def machine() -> dict[str, Any]:
 
 def ensure_onnx(model_dir: str | os.PathLike) -> Path:
     """The model's exported ONNX folder (``<model_dir>/onnx``), exporting it on first use."""
-    from moderation_helpers.export.onnx import write_folder
+    from moderation_helpers.classifier.checkpoint import load_model
+    from moderation_helpers.export.onnx import write_onnx
     from moderation_helpers.model.folder import CLASSIFIER_JSON
 
     target = Path(model_dir) / ONNX_DIR
     with _export_lock:
         if (target / CLASSIFIER_JSON).is_file():
             return target
+        if target.exists():
+            shutil.rmtree(target)  # a leftover of an export interrupted before it was atomic
         t0 = time.perf_counter()
-        work = Path(tempfile.mkdtemp(prefix=".onnx-", dir=model_dir))
         try:
-            write_folder(model_dir, work)
-            if target.exists() and not (target / CLASSIFIER_JSON).is_file():
-                shutil.rmtree(target)  # a leftover of an interrupted export
-            os.replace(work, target)
+            with atomic_folder(target) as work:
+                write_onnx(load_model(model_dir, device="cpu", precision="fp32"), work)
         except OSError:
-            shutil.rmtree(work, ignore_errors=True)
             if not (target / CLASSIFIER_JSON).is_file():
                 raise
             return target  # another process exported it meanwhile
-        except BaseException:
-            shutil.rmtree(work, ignore_errors=True)
-            raise
         log.info("exported %s to ONNX in %.1f s", model_dir, time.perf_counter() - t0)
         return target
 
 
 def _load(name: str, model_dir: str | os.PathLike) -> Any:
-    from moderation_helpers.factory.queue.worker import load_trainer
-
     if name == "onnx-fp32":
         from moderation_helpers.model.moderator import Moderator
 
         return Moderator.load(ensure_onnx(model_dir))
+    from moderation_helpers.classifier.checkpoint import load_model
+
     precision = {"torch-fp32": "fp32", "torch-bf16": "bf16"}[name]
-    return TorchRuntime(load_trainer().load_model(model_dir, precision=precision), name)
+    return TorchRuntime(load_model(model_dir, precision=precision), name)
 
 
 def _flat_scores(rows: list[dict[str, dict[str, float]]]) -> np.ndarray:
@@ -150,14 +145,14 @@ def _texts_per_second(predict: Callable[[list[str]], Any], texts: list[str]) -> 
 
 def calibrate(model_dir: str | os.PathLike, texts: Sequence[str] = CALIBRATION_TEXTS) -> dict:
     """Measure each candidate on ``texts``: max abs score difference to torch fp32, texts/s."""
-    from moderation_helpers.classifier import training as trainer
+    from moderation_helpers.classifier.network import bf16_supported
 
     texts = list(texts)
     reference = _load("torch-fp32", model_dir)
     expected = _flat_scores(reference.predict(texts))
     results: dict[str, dict[str, Any]] = {}
     for name in CANDIDATES:
-        if name == "torch-bf16" and not trainer.bf16_supported(reference.model.device):
+        if name == "torch-bf16" and not bf16_supported(reference.model.device):
             results[name] = {"skipped": "no native bf16 on this device"}
             continue
         try:
@@ -202,14 +197,7 @@ def choose(model_dir: str | os.PathLike, cache_path: str | os.PathLike | None) -
 
 
 def load_runtime(model_dir: str | os.PathLike, cache_path: str | os.PathLike | None = None) -> Any:
-    """The fastest runtime for this model that matches torch fp32 (see the module docstring).
-
-    A trainer without ``bf16_supported`` (a stand-in in tests) gets its own ``load_model``."""
-    from moderation_helpers.factory.queue.worker import load_trainer
-
-    trainer = load_trainer()
-    if not hasattr(trainer, "bf16_supported"):
-        return trainer.load_model(model_dir)
+    """The fastest runtime for this model that matches torch fp32 (see the module docstring)."""
     name = choose(model_dir, cache_path)
     try:
         return _load(name, model_dir)
