@@ -218,7 +218,7 @@ def _read_run_folder(run_dir: str | os.PathLike | None) -> dict[str, Any]:
         ("job", run_folder.JOB_JSON),
     ):
         if (Path(run_dir) / name).is_file():
-            found[key] = run_folder.read_json(run_dir, name)
+            found[key] = run_folder.read_record(run_dir, name)
     return found
 
 
