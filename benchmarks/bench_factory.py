@@ -51,13 +51,25 @@ def load_average() -> str:
 
 
 def prepare(run_dir: Path | None, source: Path, workdir: Path) -> Path:
-    """A prepared run folder: the one given, or the cookbook's prepare step on ``source``."""
+    """A prepared run folder: the one given, or 01_prepare executed on ``source``."""
     if run_dir is not None:
         return run_dir
-    from moderation_helpers.recipe.prepare import prepare_run
+    import papermill
 
     run_dir = workdir / "run"
-    prepare_run(str(source), run_dir, seed=0, max_label_fraction=1.0, zero_flags_fraction=0.4)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    papermill.execute_notebook(
+        str(Path(__file__).resolve().parents[1] / "notebooks" / "01_prepare.ipynb"),
+        str(run_dir / "01_prepare.ipynb"),
+        parameters=dict(
+            source=str(source),
+            run_dir=str(run_dir),
+            seed=0,
+            max_label_fraction=1.0,
+            zero_flags_fraction=0.4,
+        ),
+        progress_bar=False,
+    )
     return run_dir
 
 

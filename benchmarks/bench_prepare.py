@@ -6,8 +6,8 @@
 Builds a 1,000,000 / 50,000 / 50,000-row copy of the civil_comments mirror by resampling its
 rows (with replacement, seeded) into parquet files laid out like the hub repository, then times
 
-* the helpers of ``moderation_helpers.recipe.prepare``: load + threshold + balance + drop rare + write JSONL
-  (each phase, best of ``--repeat``), with the figure and the validator timed apart;
+* the helpers of ``recipe.source`` and ``recipe.prepare``: load + threshold + balance + drop rare
+  + write JSONL (each phase, best of ``--repeat``), with the figure and the validator timed apart;
 * ``prepare_loop_baseline.py``: the same recipe with streamed dicts, Python loops and iterrows.
 
 It checks that both wrote the same examples, and prints the times and the speed-up. Timings are
@@ -33,6 +33,7 @@ from moderation_helpers.core.jsonl import validate_jsonl
 from moderation_helpers.pages.plots.distribution import plot_distribution
 from moderation_helpers.recipe import prepare as data
 from moderation_helpers.recipe.run_folder import SPLIT_FILES
+from moderation_helpers.recipe.source import infer_label_columns, load_splits
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MIRROR = REPO.parent / "shared" / "data" / "civil_comments"
@@ -70,8 +71,8 @@ def run_vectorized(source: Path, out: Path, sizes: dict[str, int]) -> dict[str, 
     """The helpers, phase by phase, with the recipe's default parameters."""
     times: dict[str, float] = {}
     with timed(times, "load"):
-        raw = data.load_splits(str(source), sizes, progress=False)
-    labels = data.infer_label_columns(raw["train"])
+        raw = load_splits(str(source), sizes, progress=False)
+    labels = infer_label_columns(raw["train"])
     with timed(times, "threshold"):
         flags = {split: data.threshold_labels(df, labels, 0.5) for split, df in raw.items()}
     with timed(times, "balance"):

@@ -2,9 +2,9 @@
 
 Streams rows as dicts, thresholds each one, balances with the recipe's per-row loops, builds the
 label lists with ``iterrows`` and ``json.dumps`` per line. Same semantics as
-``moderation_helpers.recipe.prepare`` (first n rows, float64 comparisons, greedy cap, seeded shuffle), so
-``bench_prepare.py`` compares two implementations of one recipe and tests check they agree on
-which rows are kept. Not used by the cookbook itself.
+``moderation_helpers.recipe.prepare`` (first n rows, float64 comparisons, greedy cap, seeded
+shuffle), so ``bench_prepare.py`` compares two implementations of one recipe and tests check they
+agree on which rows are kept. Not used by the cookbook itself.
 
     python -m benchmarks.prepare_loop_baseline SOURCE OUT_DIR [--n-train N ...]
 """

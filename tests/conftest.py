@@ -59,11 +59,11 @@ def factory(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def prepared_run_dir(civil_comments_dir, tmp_path_factory) -> Path:
-    """A run folder holding the prepare step's outputs for the whole mirror."""
-    from moderation_helpers.recipe.prepare import prepare_run
+    """A run folder holding the prepare step's outputs for the whole mirror (01_prepare's calls)."""
+    from prepare_steps import prepare_steps
 
     run_dir = tmp_path_factory.mktemp("run-prepared")
-    prepare_run(str(civil_comments_dir), run_dir, seed=0, **PREPARE_PARAMS)
+    prepare_steps(str(civil_comments_dir), run_dir, seed=0, **PREPARE_PARAMS)
     return run_dir
 
 

@@ -24,7 +24,7 @@ import nbformat
 import papermill
 import pytest
 
-from moderation_helpers.recipe import jobs
+from moderation_helpers.recipe import job_record
 from moderation_helpers.recipe.run_folder import PREPARE_SUMMARY, SPLIT_FILES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,7 +63,9 @@ def executed_notebook(prepared_run_dir, trained_job, factory, tmp_path) -> Path:
     run.mkdir()
     for name in (*SPLIT_FILES.values(), PREPARE_SUMMARY):
         shutil.copy(prepared_run_dir / name, run / name)
-    jobs.save_job_record(run, jobs.job_record(job, backend="local", server_url=factory.url))
+    job_record.save_job_record(
+        run, job_record.job_record(job, backend="local", server_url=factory.url)
+    )
     output = run / NOTEBOOK.name
     papermill.execute_notebook(
         str(NOTEBOOK),

@@ -31,7 +31,7 @@ from moderation_helpers.corpus.scoring import (
     flag_lists,
     text_errors,
 )
-from moderation_helpers.recipe.evaluate import flagged_labels, predict
+from moderation_helpers.recipe.predictions import flagged_labels
 
 LABELS = ["insult", "safe", "toxicity"]
 THRESHOLDS = {"moderation": {"insult": 0.5, "safe": 0.5, "toxicity": 0.3}}
@@ -124,7 +124,7 @@ def reference_flags(scores: np.ndarray) -> list[list[str]]:
         ),
     )
     limits = {("moderation", lab): v for lab, v in THRESHOLDS["moderation"].items()}
-    return flagged_labels(frame, predict(frame, limits))["moderation"].tolist()
+    return flagged_labels(frame, limits)["moderation"].tolist()
 
 
 # ------------------------------------------------------------------ pieces, without Ray

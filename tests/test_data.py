@@ -9,9 +9,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from prepare_steps import prepare_steps
 
 from moderation_helpers.core.jsonl import read_jsonl, validate_jsonl
 from moderation_helpers.recipe import prepare as data
+from moderation_helpers.recipe import source
 from moderation_helpers.recipe.run_folder import DISTRIBUTION_PNG, PREPARE_SUMMARY, SPLIT_FILES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,8 +63,8 @@ def test_threshold_is_strictly_greater_and_compares_in_float64():
 
 def test_label_columns_are_the_numeric_and_boolean_ones():
     df = pd.DataFrame({"text": ["x"], "lang": ["en"], "score": [0.1], "n": [3], "flag": [True]})
-    assert data.infer_label_columns(df) == ["score", "n", "flag"]
-    assert data.infer_label_columns(df, text_column="lang") == ["score", "n", "flag"]
+    assert source.infer_label_columns(df) == ["score", "n", "flag"]
+    assert source.infer_label_columns(df, text_column="lang") == ["score", "n", "flag"]
 
 
 # ------------------------------------------------------------------------------- balance
@@ -237,7 +239,7 @@ def spam_dataset(tmp_path) -> Path:
 
 
 def test_load_splits_takes_the_first_rows_and_drops_blank_texts(spam_dataset):
-    frames = data.load_splits(
+    frames = source.load_splits(
         str(spam_dataset), {"train": 50, "validation": 0}, text_column="comment", progress=False
     )
     train = frames["train"]
@@ -245,7 +247,7 @@ def test_load_splits_takes_the_first_rows_and_drops_blank_texts(spam_dataset):
     assert train.attrs == {"rows_drawn": 50, "rows_without_text": 3}
     assert train["comment"].iloc[0] == "message 1" and len(train) == 47
     assert len(frames["validation"]) == 0 and list(frames["validation"].columns)[0] == "comment"
-    chosen = data.load_splits(
+    chosen = source.load_splits(
         str(spam_dataset),
         {"test": 5},
         text_column="comment",
@@ -257,11 +259,11 @@ def test_load_splits_takes_the_first_rows_and_drops_blank_texts(spam_dataset):
 
 def test_load_splits_names_missing_columns_splits_and_folders(spam_dataset, tmp_path):
     with pytest.raises(ValueError, match=r"no column\(s\) \['text'\]"):
-        data.load_splits(str(spam_dataset), {"train": 5}, progress=False)
+        source.load_splits(str(spam_dataset), {"train": 5}, progress=False)
     with pytest.raises(ValueError, match=r"no split\(s\) \['dev'\]"):
-        data.load_splits(str(spam_dataset), {"dev": 5}, text_column="comment", progress=False)
+        source.load_splits(str(spam_dataset), {"dev": 5}, text_column="comment", progress=False)
     with pytest.raises(ValueError, match="neither numeric nor boolean"):
-        data.load_splits(
+        source.load_splits(
             str(spam_dataset),
             {"train": 5},
             text_column="comment",
@@ -269,8 +271,8 @@ def test_load_splits_names_missing_columns_splits_and_folders(spam_dataset, tmp_
             progress=False,
         )
     missing = str(tmp_path / "no" / "such")
-    with pytest.raises(data.SourceUnavailableError, match="`source` parameter") as info:
-        data.open_source(missing)
+    with pytest.raises(source.SourceUnavailableError, match="`source` parameter") as info:
+        source.open_source(missing)
     assert missing in str(info.value)
 
 
@@ -287,11 +289,11 @@ def test_an_unreachable_hub_fails_fast_in_one_sentence(monkeypatch):
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(httpx, "head", unreachable)
     monkeypatch.setattr(datasets, "load_dataset", never)
-    with pytest.raises(data.SourceUnavailableError) as info:
-        data.open_source("google/civil_comments")
+    with pytest.raises(source.SourceUnavailableError) as info:
+        source.open_source("google/civil_comments")
     message = str(info.value)
     assert "source='google/civil_comments'" in message and "`source` parameter" in message
-    assert data.LOCAL_MIRROR_HINT in message
+    assert source.LOCAL_MIRROR_HINT in message
     assert "\n" not in message and info.value.__suppress_context__
 
 
@@ -303,13 +305,13 @@ def test_an_offline_hub_error_is_one_sentence_too(monkeypatch):
 
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(datasets, "load_dataset", offline)
-    with pytest.raises(data.SourceUnavailableError, match="`source` parameter") as info:
-        data.open_source("google/civil_comments")
+    with pytest.raises(source.SourceUnavailableError, match="`source` parameter") as info:
+        source.open_source("google/civil_comments")
     assert info.value.__suppress_context__
 
 
-def test_prepare_run_works_for_any_labelled_dataset(spam_dataset, tmp_path):
-    summary = data.prepare_run(
+def test_prepare_step_works_for_any_labelled_dataset(spam_dataset, tmp_path):
+    summary = prepare_steps(
         str(spam_dataset),
         tmp_path / "run",
         n_train=200,
@@ -331,11 +333,11 @@ def test_prepare_run_works_for_any_labelled_dataset(spam_dataset, tmp_path):
         assert report.label_counts["moderation"] == {k: v for k, v in counts.items() if v}
 
 
-def test_prepare_run_on_the_mirror_reproduces_the_recipe(civil_comments_dir, tmp_path):
-    summary = data.prepare_run(str(civil_comments_dir), tmp_path, **MIRROR_SIZES)
+def test_prepare_step_on_the_mirror_reproduces_the_recipe(civil_comments_dir, tmp_path):
+    summary = prepare_steps(str(civil_comments_dir), tmp_path, **MIRROR_SIZES)
     splits = summary["splits"]
-    assert [splits[s]["rows_drawn"] for s in data.SPLITS] == [799, 100, 101]
-    assert [splits[s]["rows_kept"] for s in data.SPLITS] == [149, 19, 18]
+    assert [splits[s]["rows_drawn"] for s in SPLIT_FILES] == [799, 100, 101]
+    assert [splits[s]["rows_kept"] for s in SPLIT_FILES] == [149, 19, 18]
     assert summary["dropped_labels"] == ["severe_toxicity"]
     assert summary["labels"] == [
         "toxicity",
@@ -353,7 +355,7 @@ def test_prepare_run_on_the_mirror_reproduces_the_recipe(civil_comments_dir, tmp
     on_disk = json.loads((tmp_path / PREPARE_SUMMARY).read_text())
     assert on_disk == summary
     assert {"source", "seed", "threshold", "target", "parameters"} <= set(on_disk)
-    for split in data.SPLITS:
+    for split in SPLIT_FILES:
         labels = {
             label
             for line in jsonl_lines(tmp_path / SPLIT_FILES[split])
@@ -362,11 +364,11 @@ def test_prepare_run_on_the_mirror_reproduces_the_recipe(civil_comments_dir, tmp
         assert labels <= set(summary["labels"]) and "severe_toxicity" not in labels
 
 
-def test_prepare_run_is_byte_identical_for_a_seed(civil_comments_dir, tmp_path):
+def test_prepare_step_is_byte_identical_for_a_seed(civil_comments_dir, tmp_path):
     params = dict(MIRROR_SIZES, max_label_fraction=1.0, zero_flags_fraction=0.4)
-    data.prepare_run(str(civil_comments_dir), tmp_path / "a", seed=5, **params)
-    data.prepare_run(str(civil_comments_dir), tmp_path / "b", seed=5, **params)
-    data.prepare_run(str(civil_comments_dir), tmp_path / "c", seed=6, **params)
+    prepare_steps(str(civil_comments_dir), tmp_path / "a", seed=5, **params)
+    prepare_steps(str(civil_comments_dir), tmp_path / "b", seed=5, **params)
+    prepare_steps(str(civil_comments_dir), tmp_path / "c", seed=6, **params)
     for name in SPLIT_FILES.values():
         a, b, c = ((tmp_path / run / name).read_bytes() for run in "abc")
         assert a == b
@@ -376,7 +378,7 @@ def test_prepare_run_is_byte_identical_for_a_seed(civil_comments_dir, tmp_path):
 def test_the_loop_baseline_writes_the_same_examples(civil_comments_dir, tmp_path):
     """bench_prepare.py compares like with like: both write the same set of lines."""
     params = dict(MIRROR_SIZES, max_label_fraction=0.5, zero_flags_fraction=0.2, seed=0)
-    data.prepare_run(str(civil_comments_dir), tmp_path / "fast", **params)
+    prepare_steps(str(civil_comments_dir), tmp_path / "fast", **params)
     load_baseline().prepare_loop(str(civil_comments_dir), tmp_path / "loop", **params)
     for name in SPLIT_FILES.values():
         fast = jsonl_lines(tmp_path / "fast" / name)

@@ -13,9 +13,10 @@ import pytest
 from mistralai.client import errors
 from mistralai.client.models import ClassificationResponse
 
-from moderation_helpers.recipe import (
-    evaluate as ev,  # --------------------------------------------------------------------------- fakes
-)
+from moderation_helpers.recipe import api_errors, classify, moderation_api, predictions
+from moderation_helpers.recipe import evaluate as ev
+
+# --------------------------------------------------------------------------- fakes
 
 
 class FakeClassifiers:
@@ -53,7 +54,7 @@ def http_error(status: int) -> errors.SDKError:
 def frame(data: dict[str, list], target: str = "moderation") -> pd.DataFrame:
     out = pd.DataFrame(data)
     out.columns = pd.MultiIndex.from_tuples(
-        [(target, c) for c in out.columns], names=ev.COLUMN_NAMES
+        [(target, c) for c in out.columns], names=classify.COLUMN_NAMES
     )
     return out
 
@@ -228,9 +229,10 @@ def test_labels_matrix_rejects_a_label_the_model_lacks():
 
 def test_flagged_labels_exclude_safe_and_sort_by_score():
     scores = frame({"insult": [0.6, 0.1], "safe": [0.7, 0.9], "toxicity": [0.8, 0.2]})
-    predicted = ev.predict(scores, {c: 0.5 for c in scores.columns})
+    limits = {c: 0.5 for c in scores.columns}
+    predicted = predictions.predict(scores, limits)
     assert predicted[("moderation", "safe")].tolist() == [True, True]
-    flags = ev.flagged_labels(scores, predicted)
+    flags = predictions.flagged_labels(scores, limits)
     assert flags["moderation"].tolist() == [["toxicity", "insult"], []]
 
 
@@ -239,13 +241,13 @@ def test_flagged_labels_exclude_safe_and_sort_by_score():
 
 def test_score_frame_reads_the_recorded_response(reference_dir):
     recorded = json.loads((reference_dir / "classification_response.json").read_text())
-    scores = ev.score_frame(recorded["results"])
+    scores = classify.score_frame(recorded["results"])
     assert list(scores.columns.get_level_values("target")) == ["moderation"] * 7
     assert scores.at[0, ("moderation", "safe")] == pytest.approx(0.7990996837615967)
     assert scores.loc[0].sum() == pytest.approx(1.0, abs=1e-6)  # softmax over the target
     # The SDK's response.results: a list of dicts of pydantic models.
     sdk_results = ClassificationResponse.model_validate(recorded).results
-    pd.testing.assert_frame_equal(ev.score_frame(sdk_results), scores)
+    pd.testing.assert_frame_equal(classify.score_frame(sdk_results), scores)
 
 
 def test_classify_texts_batches_in_order_with_the_recorded_shape(reference_dir):
@@ -253,7 +255,7 @@ def test_classify_texts_batches_in_order_with_the_recorded_shape(reference_dir):
     base = recorded["results"][0]["moderation"]["scores"]
     fake = FakeClassifiers(lambda t: {**base, "threat": float(len(t))})
     texts = ["a", "bb", "ccc", "dddd", "eeeee"]
-    scores = ev.classify_texts(FakeClient(fake), "ft:m", texts, batch_size=2, progress=False)
+    scores = classify.classify_texts(FakeClient(fake), "ft:m", texts, batch_size=2, progress=False)
     assert [len(c) for c in fake.calls] == [2, 2, 1]
     assert scores[("moderation", "threat")].tolist() == [1, 2, 3, 4, 5]
     assert scores.shape == (5, 7)
@@ -271,37 +273,37 @@ def test_classify_texts_multi_target():
             ]
             return {"id": "x", "model": model, "results": results}
 
-    scores = ev.classify_texts(FakeClient(TwoTargets(None)), "m", ["x", "y"], progress=False)
-    assert ev.targets_of(scores) == {"lang": ["en", "fr"], "moderation": ["insult", "safe"]}
+    scores = classify.classify_texts(FakeClient(TwoTargets(None)), "m", ["x", "y"], progress=False)
+    assert classify.targets_of(scores) == {"lang": ["en", "fr"], "moderation": ["insult", "safe"]}
 
 
 def test_classify_texts_retries_a_dropped_connection(monkeypatch):
-    monkeypatch.setattr(ev.time, "sleep", lambda s: None)
+    monkeypatch.setattr(api_errors.time, "sleep", lambda s: None)
     drop = httpx.RemoteProtocolError("Server disconnected without sending a response.")
     fake = FakeClassifiers(lambda t: {"safe": 1.0}, failures=[drop, http_error(503)])
-    scores = ev.classify_texts(FakeClient(fake), "m", ["x"], progress=False, max_attempts=3)
+    scores = classify.classify_texts(FakeClient(fake), "m", ["x"], progress=False, max_attempts=3)
     assert len(fake.calls) == 3 and scores.shape == (1, 1)
 
 
 def test_classify_texts_gives_up_after_max_attempts(monkeypatch):
-    monkeypatch.setattr(ev.time, "sleep", lambda s: None)
+    monkeypatch.setattr(api_errors.time, "sleep", lambda s: None)
     fake = FakeClassifiers(lambda t: {"safe": 1.0}, failures=[http_error(502)] * 5)
     with pytest.raises(RuntimeError, match="after 2 attempts.*HTTP 502"):
-        ev.classify_texts(FakeClient(fake), "m", ["x"], progress=False, max_attempts=2)
+        classify.classify_texts(FakeClient(fake), "m", ["x"], progress=False, max_attempts=2)
     assert len(fake.calls) == 2
 
 
 def test_classify_texts_does_not_retry_a_client_error():
     fake = FakeClassifiers(lambda t: {"safe": 1.0}, failures=[http_error(404)])
     with pytest.raises(RuntimeError, match=r"texts 0\.\.0 with model 'ft:gone'.*HTTP 404: boom"):
-        ev.classify_texts(FakeClient(fake), "ft:gone", ["x"], progress=False)
+        classify.classify_texts(FakeClient(fake), "ft:gone", ["x"], progress=False)
     assert len(fake.calls) == 1
 
 
 def test_classify_texts_checks_expected_labels():
     fake = FakeClassifiers(lambda t: {"safe": 1.0})
     with pytest.raises(ValueError, match="insult"):
-        ev.classify_texts(
+        classify.classify_texts(
             FakeClient(fake), "m", ["x"], targets={"moderation": ["insult", "safe"]}, progress=False
         )
 
@@ -311,10 +313,12 @@ def test_classify_texts_checks_expected_labels():
 
 def test_moderation_api_baseline_maps_categories():
     fake = FakeClassifiers(None)
-    api = ev.moderation_api_scores(FakeClient(fake), ["a", "b", "c"], batch_size=2, progress=False)
+    api = moderation_api.moderation_api_scores(
+        FakeClient(fake), ["a", "b", "c"], batch_size=2, progress=False
+    )
     assert api.shape == (3, 3) and [len(c) for c in fake.calls] == [2, 1]
     truth = frame({"threat": [True, False, True], "insult": [True, True, False]})
-    base = ev.compare_with_moderation_api(truth, api)
+    base = moderation_api.compare_with_moderation_api(truth, api)
     assert list(base.index) == [("moderation", "threat")]  # insult has no API category
     assert base.loc[("moderation", "threat"), "category"] == "violence_and_threats"
     assert base.loc[("moderation", "threat"), "recall"] == 1.0

@@ -27,7 +27,7 @@ from moderation_helpers.model.folder import (
     validate_classifier,
 )
 from moderation_helpers.model.moderator import Moderator
-from moderation_helpers.recipe import evaluate as ev
+from moderation_helpers.recipe import classify
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def test_texts(prepared_run_dir) -> list[str]:
 def factory_scores(trained_job, test_texts):
     """The factory's classification of the test split, through the SDK."""
     client, job = trained_job
-    return ev.classify_texts(client, job.fine_tuned_model, test_texts, progress=False)
+    return classify.classify_texts(client, job.fine_tuned_model, test_texts, progress=False)
 
 
 def test_folder_holds_the_format_files(exported_model, trained_job):

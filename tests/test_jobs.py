@@ -13,8 +13,8 @@ from mistralai.client import errors, models
 
 from moderation_helpers.core.jsonl import JSONLValidationError
 from moderation_helpers.pages.plots.loss import LiveLossPlot, plot_loss
-from moderation_helpers.recipe import jobs
-from moderation_helpers.recipe.run_folder import JOB_JSON, read_json
+from moderation_helpers.recipe import job_record, jobs, metrics
+from moderation_helpers.recipe.run_folder import JOB_JSON, read_record
 
 FAKE_WANDB_KEY = "wandb-fake-0123456789abcdef"
 
@@ -118,24 +118,24 @@ def http_error(status: int) -> errors.SDKError:
 @pytest.mark.parametrize("name", ["job_created", "job_validated", "job_started"])
 def test_recorded_job_reads_the_same_as_the_sdk_model(reference_dir, name):
     raw = recorded(reference_dir, name)
-    from_dict = jobs.job_to_dict(raw)
-    from_sdk = jobs.job_to_dict(as_sdk_model(raw))
+    from_dict = job_record.job_to_dict(raw)
+    from_sdk = job_record.job_to_dict(as_sdk_model(raw))
     for key in ("id", "status", "model", "training_files", "validation_files"):
         assert from_sdk[key] == from_dict[key]
     assert from_sdk["hyperparameters"]["training_steps"] == 200
     pd.testing.assert_frame_equal(
-        jobs.job_summary_table(from_dict), jobs.job_summary_table(from_sdk)
+        job_record.job_summary_table(from_dict), job_record.job_summary_table(from_sdk)
     )
 
 
 def test_unknown_sdk_variant_keeps_its_raw_payload(reference_dir):
     raw = recorded(reference_dir, "job_created")
     unknown = models.UnknownJobsAPIRoutesFineTuningGetFineTuningJobResponse(raw=raw)
-    assert jobs.job_to_dict(unknown)["id"] == raw["id"]
+    assert job_record.job_to_dict(unknown)["id"] == raw["id"]
 
 
 def test_summary_table_shows_what_a_person_decides_on(reference_dir):
-    table = jobs.job_summary_table(recorded(reference_dir, "job_validated"))
+    table = job_record.job_summary_table(recorded(reference_dir, "job_validated"))
     value = table["value"]
     assert value["status"] == "VALIDATED"
     assert value["training steps"] == "200"
@@ -149,7 +149,7 @@ def test_summary_table_shows_what_a_person_decides_on(reference_dir):
 
 
 def test_summary_table_before_validation_shows_blanks(reference_dir):
-    table = jobs.job_summary_table(recorded(reference_dir, "job_created"))
+    table = job_record.job_summary_table(recorded(reference_dir, "job_created"))
     assert table.loc["expected duration", "value"] == "—"
     assert table.loc["epochs", "value"] == "—"
     assert table.loc["cost", "value"] == "0.00"
@@ -157,8 +157,8 @@ def test_summary_table_before_validation_shows_blanks(reference_dir):
 
 def test_recorded_jobs_have_no_checkpoints_yet(reference_dir):
     for name in ("job_created", "job_validated", "job_started"):
-        frame = jobs.checkpoints_to_frame(recorded(reference_dir, name))
-        assert list(frame.columns) == jobs.METRIC_COLUMNS and frame.empty
+        frame = metrics.checkpoints_to_frame(recorded(reference_dir, name))
+        assert list(frame.columns) == metrics.METRIC_COLUMNS and frame.empty
 
 
 # --------------------------------------------------------------------------- metrics
@@ -174,7 +174,7 @@ def test_checkpoints_newest_first_repeated_and_without_valid_loss():
             checkpoint(20, 0.6, 0.65),
         ],
     )
-    frame = jobs.checkpoints_to_frame(job)
+    frame = metrics.checkpoints_to_frame(job)
     assert frame["step"].tolist() == [10, 20, 30]
     assert frame["train_loss"].tolist() == [0.9, 0.6, 0.5]
     assert frame["valid_loss"].iloc[:2].tolist() == [0.8, 0.65]
@@ -184,20 +184,20 @@ def test_checkpoints_newest_first_repeated_and_without_valid_loss():
 def test_checkpoints_from_the_sdk_model(reference_dir):
     raw = recorded(reference_dir, "job_started")
     raw["checkpoints"] = [checkpoint(20, 0.4, 0.5), checkpoint(10, 0.7)]
-    frame = jobs.checkpoints_to_frame(as_sdk_model(raw))
+    frame = metrics.checkpoints_to_frame(as_sdk_model(raw))
     assert frame["step"].tolist() == [10, 20]
     assert frame["valid_loss"].isna().tolist() == [True, False]
 
 
 def test_merge_keys_on_step_values_not_on_the_row_index():
     # The recipe's bug: `step in df.index` compared steps 10, 20 to row numbers 0, 1.
-    seen = jobs.checkpoints_to_frame(
+    seen = metrics.checkpoints_to_frame(
         job_with("RUNNING", [checkpoint(10, 0.9), checkpoint(20, 0.7)])
     )
-    again = jobs.checkpoints_to_frame(
+    again = metrics.checkpoints_to_frame(
         job_with("RUNNING", [checkpoint(20, 0.7), checkpoint(10, 0.9)])
     )
-    merged = jobs.merge_metrics(seen, again)
+    merged = metrics.merge_metrics(seen, again)
     assert merged["step"].tolist() == [10, 20]
     assert merged["step"].is_unique
 
@@ -206,38 +206,38 @@ def test_merge_on_restart_adds_new_steps_and_completes_old_ones():
     old = pd.DataFrame(
         {"step": [1, 2, 3], "train_loss": [1.0, 0.9, 0.8], "valid_loss": [1.1, None, None]}
     )
-    new = jobs.checkpoints_to_frame(
+    new = metrics.checkpoints_to_frame(
         job_with("SUCCESS", [checkpoint(5, 0.5, 0.6), checkpoint(3, 0.8, 0.85), checkpoint(4, 0.7)])
     )
-    merged = jobs.merge_metrics(old, new)
+    merged = metrics.merge_metrics(old, new)
     assert merged["step"].tolist() == [1, 2, 3, 4, 5]
     assert merged.loc[merged.step == 3, "valid_loss"].item() == 0.85
     assert merged.loc[merged.step == 1, "valid_loss"].item() == 1.1
     assert math.isnan(merged.loc[merged.step == 2, "valid_loss"].item())
     # Merging again changes nothing (restart on a finished job).
-    pd.testing.assert_frame_equal(jobs.merge_metrics(merged, new), merged)
+    pd.testing.assert_frame_equal(metrics.merge_metrics(merged, new), merged)
 
 
 def test_merge_of_nothing_is_an_empty_frame():
-    merged = jobs.merge_metrics(None, jobs.empty_metrics())
-    assert merged.empty and list(merged.columns) == jobs.METRIC_COLUMNS
+    merged = metrics.merge_metrics(None, metrics.empty_metrics())
+    assert merged.empty and list(merged.columns) == metrics.METRIC_COLUMNS
 
 
 def test_metrics_csv_round_trip(tmp_path):
-    frame = jobs.checkpoints_to_frame(
+    frame = metrics.checkpoints_to_frame(
         job_with("RUNNING", [checkpoint(2, 0.5), checkpoint(1, 0.7, 0.6)])
     )
-    path = jobs.write_metrics(frame, tmp_path / "metrics.csv")
+    path = metrics.write_metrics(frame, tmp_path / "metrics.csv")
     assert path.read_text().splitlines()[0] == "step,train_loss,valid_loss"
-    pd.testing.assert_frame_equal(jobs.read_metrics(path), frame)
-    assert jobs.read_metrics(tmp_path / "absent.csv").empty
+    pd.testing.assert_frame_equal(metrics.read_metrics(path), frame)
+    assert metrics.read_metrics(tmp_path / "absent.csv").empty
 
 
 def test_metrics_csv_with_a_missing_column_names_it(tmp_path):
     path = tmp_path / "metrics.csv"
     path.write_text("step,loss\n1,0.5\n")
     with pytest.raises(ValueError, match=r"metrics.csv.*train_loss"):
-        jobs.read_metrics(path)
+        metrics.read_metrics(path)
 
 
 # --------------------------------------------------------------------------- waiting
@@ -283,7 +283,7 @@ def test_failure_reason_found_in_message_or_metadata(where):
         job["message"] = "out of memory"
     else:
         job["metadata"] = {"cost": 0.0, "error": "out of memory"}
-    assert jobs.failure_reason(job) == "out of memory"
+    assert job_record.failure_reason(job) == "out of memory"
 
 
 def test_wait_times_out_with_the_last_status():
@@ -476,7 +476,7 @@ def test_api_refusal_becomes_a_readable_job_error():
 
 def test_job_record_holds_the_contract_and_no_secret(reference_dir, tmp_path):
     job = recorded(reference_dir, "job_validated")
-    record = jobs.job_record(
+    record = job_record.job_record(
         job, backend="mistral", server_url="https://user:s3cret@api.example:8443/"
     )
     assert record["server_url"] == "https://api.example:8443/"
@@ -486,20 +486,22 @@ def test_job_record_holds_the_contract_and_no_secret(reference_dir, tmp_path):
     assert record["metadata"]["cost_currency"] == "EUR"
     assert "s3cret" not in json.dumps(record)
 
-    jobs.save_job_record(tmp_path, record)
+    job_record.save_job_record(tmp_path, record)
     done = {**job, "status": "SUCCESS", "fine_tuned_model": "ft:classifier:x:1:2:3"}
-    updated = jobs.update_job_record(tmp_path, done)
-    assert read_json(tmp_path, JOB_JSON) == updated
+    updated = job_record.update_job_record(tmp_path, done)
+    assert read_record(tmp_path, JOB_JSON) == updated
     assert updated["status"] == "SUCCESS" and updated["fine_tuned_model"] == "ft:classifier:x:1:2:3"
     assert updated["backend"] == "mistral"
 
 
 def test_failed_job_record_keeps_the_reason(tmp_path):
-    jobs.save_job_record(
+    job_record.save_job_record(
         tmp_path,
-        jobs.job_record(job_with("RUNNING"), backend="local", server_url="http://127.0.0.1:1"),
+        job_record.job_record(
+            job_with("RUNNING"), backend="local", server_url="http://127.0.0.1:1"
+        ),
     )
-    record = jobs.update_job_record(tmp_path, job_with("FAILED", message="disk full"))
+    record = job_record.update_job_record(tmp_path, job_with("FAILED", message="disk full"))
     assert record["status"] == "FAILED" and record["failure_reason"] == "disk full"
 
 
@@ -518,9 +520,9 @@ def test_loss_plot_draws_both_curves_and_tolerates_gaps(tmp_path):
 
 def test_live_plot_headless_saves_one_png(tmp_path):
     live = LiveLossPlot()
-    live.update(jobs.empty_metrics())
-    metrics = pd.DataFrame({"step": [1, 2], "train_loss": [0.9, 0.7], "valid_loss": [None, 0.8]})
-    fig = live.finish(metrics, tmp_path / "loss.png")
+    live.update(metrics.empty_metrics())
+    frame = pd.DataFrame({"step": [1, 2], "train_loss": [0.9, 0.7], "valid_loss": [None, 0.8]})
+    fig = live.finish(frame, tmp_path / "loss.png")
     assert (tmp_path / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(fig.axes) == 1 and len(fig.axes[0].get_lines()) == 2
     assert [p.name for p in tmp_path.iterdir()] == ["loss.png"]
@@ -528,13 +530,13 @@ def test_live_plot_headless_saves_one_png(tmp_path):
 
 def test_wait_for_validation_records_success_and_rejection(tmp_path, reference_dir):
     validated = recorded(reference_dir, "job_validated")
-    record = jobs.job_record(
+    record = job_record.job_record(
         recorded(reference_dir, "job_created"), backend="local", server_url="http://127.0.0.1:1"
     )
-    jobs.save_job_record(tmp_path, record)
+    job_record.save_job_record(tmp_path, record)
     job = jobs.wait_for_validation(fake_client([validated]), tmp_path, validated["id"])
-    assert job["status"] == read_json(tmp_path, JOB_JSON)["status"] == "VALIDATED"
-    assert read_json(tmp_path, JOB_JSON)["metadata"]["cost"] == 6.56
+    assert job["status"] == read_record(tmp_path, JOB_JSON)["status"] == "VALIDATED"
+    assert read_record(tmp_path, JOB_JSON)["metadata"]["cost"] == 6.56
 
     rejected = {
         **validated,
@@ -549,19 +551,19 @@ def test_wait_for_validation_records_success_and_rejection(tmp_path, reference_d
     }
     with pytest.raises(jobs.JobValidationFailed, match="line 4: no text"):
         jobs.wait_for_validation(fake_client([rejected]), tmp_path, validated["id"])
-    saved = read_json(tmp_path, JOB_JSON)
+    saved = read_record(tmp_path, JOB_JSON)
     assert saved["status"] == "FAILED_VALIDATION" and saved["failure_reason"] == "line 4: no text"
 
 
 def test_a_new_job_drops_the_previous_jobs_curves(tmp_path):
-    first = jobs.job_record(job_with("QUEUED", id="job-1"), backend="local", server_url="u")
-    assert jobs.record_new_job(tmp_path, first) == []
+    first = job_record.job_record(job_with("QUEUED", id="job-1"), backend="local", server_url="u")
+    assert job_record.record_new_job(tmp_path, first) == []
     (tmp_path / "metrics.csv").write_text("step,train_loss,valid_loss\n1,0.5,0.6\n")
     (tmp_path / "loss.png").write_bytes(b"png")
-    assert jobs.record_new_job(tmp_path, first) == []  # same job again: nothing dropped
+    assert job_record.record_new_job(tmp_path, first) == []  # same job again: nothing dropped
     assert (tmp_path / "metrics.csv").is_file()
-    second = jobs.job_record(job_with("QUEUED", id="job-2"), backend="local", server_url="u")
-    removed = jobs.record_new_job(tmp_path, second)
+    second = job_record.job_record(job_with("QUEUED", id="job-2"), backend="local", server_url="u")
+    removed = job_record.record_new_job(tmp_path, second)
     assert sorted(p.name for p in removed) == ["loss.png", "metrics.csv"]
     assert not (tmp_path / "metrics.csv").exists()
-    assert read_json(tmp_path, JOB_JSON)["job_id"] == "job-2"
+    assert read_record(tmp_path, JOB_JSON)["job_id"] == "job-2"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 import re
 import shutil
 from pathlib import Path
@@ -17,13 +16,16 @@ import nbformat  # noqa: E402
 import papermill  # noqa: E402
 import pytest  # noqa: E402
 
+from moderation_helpers.core.env import secret_values  # noqa: E402
 from moderation_helpers.pages import lessons as lp  # noqa: E402
+from moderation_helpers.pages import page_check  # noqa: E402
+from moderation_helpers.pages.sanitize import Sanitizer  # noqa: E402
 from moderation_helpers.recipe import pipeline  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"
 SECRET = "sk-test-never-published-0123456789abcdef"
-# Written apart from lesson_pages' own patterns, so that a gap there is caught here.
+# Written apart from pages.sanitize's own patterns, so that a gap there is caught here.
 LEAKS = {
     "an absolute path": re.compile(r"(?<![\w.~])/(?:work|root|tmp|home)/"),
     "a local server's port": re.compile(r"\b(?:127\.0\.0\.1|localhost|0\.0\.0\.0):\d+"),
@@ -49,14 +51,14 @@ def leaks_in(folder: Path) -> list[str]:
 
 
 def env_secrets() -> list[str]:
-    return [os.environ[n] for n in lp.SECRET_ENV if len(os.environ.get(n) or "") >= 4]
+    return secret_values()
 
 
 # --------------------------------------------------------------------------- the committed docs
 
 
 def test_committed_pages_match_the_notebooks():
-    problems = lp.check_pages()
+    problems = page_check.check_pages()
     assert not problems, "\n\n".join(problems)
 
 
@@ -83,7 +85,7 @@ def test_a_drifted_lesson_is_named_with_the_command_that_fixes_it(tmp_path):
     code = next(c for c in nb.cells if c.cell_type == "code" and "import" in c.source)
     code.source += "\nprint('a new line')"
     nbformat.write(nb, path)
-    (problem,) = lp.check_pages(notebooks, DOCS)
+    (problem,) = page_check.check_pages(notebooks, DOCS)
     assert "04_infer.md no longer matches notebooks/04_infer.ipynb" in problem
     assert "print('a new line')" in problem and "moderation-cookbook docs" in problem
 
@@ -176,7 +178,7 @@ def test_pages_are_sanitised_faithful_and_deterministic(tmp_path, monkeypatch):
     for attempt in ("first", "second"):
         out = tmp_path / attempt
         out.mkdir()
-        clean = lp.Sanitizer.for_run(run_dir, "/work/shared/data")
+        clean = Sanitizer.for_run(run_dir, "/work/shared/data")
         written = lp.render_page(lp.page_notebook(nb, clean), "04_infer", out)
         pages.append({p.relative_to(out): p.read_bytes() for p in written})
     assert pages[0] == pages[1], "rendering twice must give the same bytes"
@@ -192,8 +194,8 @@ def test_pages_are_sanitised_faithful_and_deterministic(tmp_path, monkeypatch):
     assert f"04_infer_files/{next(p.name for p in pages[0] if p.suffix == '.png')}" in text
     # The page's python fences are the lesson's code cells (and its Markdown examples).
     source = nbformat.v4.new_notebook(cells=[c for c in nb.cells if "injected" not in str(c)])
-    assert lp.python_blocks(text) == lp.lesson_blocks(source)
-    assert lp.python_blocks(text)[0] == "moderate(['hi'])"
+    assert page_check.python_blocks(text) == page_check.lesson_blocks(source)
+    assert page_check.python_blocks(text)[0] == "moderate(['hi'])"
 
 
 def test_an_error_output_is_never_published(tmp_path):
@@ -206,7 +208,7 @@ def test_an_error_output_is_never_published(tmp_path):
         ]
     )
     with pytest.raises(ValueError, match="ZeroDivisionError"):
-        lp.page_notebook(nb, lp.Sanitizer(tmp_path))
+        lp.page_notebook(nb, Sanitizer(tmp_path))
 
 
 @pytest.mark.slow
@@ -235,7 +237,7 @@ def test_an_executed_lesson_renders_to_the_same_bytes_twice(civil_comments_dir, 
         )
         out = tmp_path / f"docs-{attempt}"
         out.mkdir()
-        clean = lp.Sanitizer.for_run(run, str(civil_comments_dir))
+        clean = Sanitizer.for_run(run, str(civil_comments_dir))
         nb = nbformat.read(run / f"{step}.ipynb", as_version=4)
         written = lp.render_page(lp.page_notebook(nb, clean), step, out)
         pages.append({p.relative_to(out): p.read_bytes() for p in written})
@@ -245,7 +247,7 @@ def test_an_executed_lesson_renders_to_the_same_bytes_twice(civil_comments_dir, 
 
 
 def test_time_stamped_log_records_are_dropped_and_the_lesson_kept(tmp_path):
-    clean = lp.Sanitizer.for_run(tmp_path, "../shared/data/civil_comments")
+    clean = Sanitizer.for_run(tmp_path, "../shared/data/civil_comments")
     printed = (
         "local Ray: 2 CPUs\n"
         "2026-11-26 04:46:28,455\tWARNING authentication_token_setup.py:85 -- Token auth\n"

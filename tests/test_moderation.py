@@ -7,6 +7,7 @@ import json
 import pandas as pd
 import pytest
 
+from moderation_helpers.recipe import classify, predictions
 from moderation_helpers.recipe import evaluate as ev
 from moderation_helpers.recipe.moderate import (
     Decision,
@@ -19,7 +20,7 @@ from moderation_helpers.recipe.moderate import (
     save_thresholds,
     thresholds_record,
 )
-from moderation_helpers.recipe.run_folder import JOB_JSON, THRESHOLDS_JSON, write_json
+from moderation_helpers.recipe.run_folder import JOB_JSON, THRESHOLDS_JSON, write_record
 
 MODEL = "ft:classifier:ministral-3b-latest:8e2706f0:20250416:cbe076ac"
 
@@ -52,7 +53,7 @@ class FakeClient:
 
 @pytest.fixture
 def run_dir(tmp_path):
-    write_json(
+    write_record(
         tmp_path,
         JOB_JSON,
         {
@@ -68,7 +69,7 @@ def run_dir(tmp_path):
         {"threshold": [0.5, 0.4, 0.3]},
         index=pd.MultiIndex.from_tuples(
             [("moderation", "insult"), ("moderation", "threat"), ("moderation", "safe")],
-            names=ev.COLUMN_NAMES,
+            names=classify.COLUMN_NAMES,
         ),
     )
     save_thresholds(tmp_path, thresholds_record(table, model=MODEL, backend="local"))
@@ -110,7 +111,7 @@ def test_moderate_refuses_thresholds_of_another_model(run_dir):
 
 def test_moderate_needs_a_finished_job(run_dir):
     job = json.loads((run_dir / JOB_JSON).read_text())
-    write_json(run_dir, JOB_JSON, job | {"status": "RUNNING", "fine_tuned_model": None})
+    write_record(run_dir, JOB_JSON, job | {"status": "RUNNING", "fine_tuned_model": None})
     with pytest.raises(RuntimeError, match="RUNNING.*03_monitor"):
         moderate(["x"], run_dir, client=FakeClient())
 
@@ -144,7 +145,7 @@ def test_moderate_refuses_thresholds_for_labels_the_model_lacks(run_dir):
 
 def test_decide_matches_predict_on_a_score_frame():
     scores = pd.DataFrame({("m", "a"): [0.2, 0.9], ("m", "safe"): [0.8, 0.1]})
-    scores.columns = scores.columns.set_names(ev.COLUMN_NAMES)
+    scores.columns = scores.columns.set_names(classify.COLUMN_NAMES)
     decisions = decide(["x", "y"], scores, {("m", "a"): 0.5, ("m", "safe"): 0.5})
     assert [d.flagged for d in decisions] == [{"m": []}, {"m": ["a"]}]
     assert decisions[1].scores == {"m": {"a": 0.9, "safe": 0.1}}
@@ -153,22 +154,22 @@ def test_decide_matches_predict_on_a_score_frame():
 def test_predictions_frame_round_trips_and_agrees_with_moderate(run_dir):
     texts = ["you idiot", "I will hurt you", "hello"]
     client = FakeClient()
-    scores = ev.classify_texts(client, MODEL, texts, progress=False)
+    scores = classify.classify_texts(client, MODEL, texts, progress=False)
     truth = ev.truth_frame(
         [
             {"labels": {"moderation": ["insult"]}},
             {"labels": {"moderation": ["threat"]}},
             {"labels": {"moderation": ["safe"]}},
         ],
-        ev.targets_of(scores),
+        classify.targets_of(scores),
     )
     limits = {
         ("moderation", "insult"): 0.5,
         ("moderation", "threat"): 0.4,
         ("moderation", "safe"): 0.3,
     }
-    frame = ev.predictions_frame(texts, truth, scores, limits)
-    path = ev.write_parquet(frame, run_dir / "predictions.parquet")
+    frame = predictions.predictions_frame(texts, truth, scores, limits)
+    path = predictions.write_parquet(frame, run_dir / "predictions.parquet")
     stored = pd.read_parquet(path)
     assert stored["flagged/moderation"].map(list).tolist() == [["insult"], ["threat"], []]
     assert stored["pred/moderation/safe"].tolist() == [False, True, True]  # 0.35 >= 0.3
@@ -182,7 +183,7 @@ def test_predictions_frame_round_trips_and_agrees_with_moderate(run_dir):
 
 def test_safe_label_comes_from_the_prepare_summary(tmp_path):
     assert safe_label_of(tmp_path) == "safe"
-    write_json(tmp_path, "prepare_summary.json", {"parameters": {"safe_label": "ok"}})
+    write_record(tmp_path, "prepare_summary.json", {"parameters": {"safe_label": "ok"}})
     assert safe_label_of(tmp_path) == "ok"
 
 

@@ -25,7 +25,7 @@ from papermill.parameterize import parameterize_notebook
 from moderation_helpers.core.jsonl import read_jsonl
 from moderation_helpers.corpus.files import read_moderated
 from moderation_helpers.pages.plots.speed import SPEED_PNG
-from moderation_helpers.recipe import jobs
+from moderation_helpers.recipe import job_record
 from moderation_helpers.recipe.deploy import exported_model_id
 from moderation_helpers.recipe.moderate import save_thresholds
 from moderation_helpers.recipe.run_folder import (
@@ -34,7 +34,7 @@ from moderation_helpers.recipe.run_folder import (
     MODERATED_DIR,
     PREPARE_SUMMARY,
     SPLIT_FILES,
-    read_json,
+    read_record,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,8 +51,8 @@ def run_dir(prepared_run_dir, trained_job, factory, tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("run-deploy")
     for name in (*SPLIT_FILES.values(), PREPARE_SUMMARY):
         shutil.copy(prepared_run_dir / name, run / name)
-    record = jobs.job_record(job, backend="local", server_url=factory.url)
-    jobs.save_job_record(run, record)
+    record = job_record.job_record(job, backend="local", server_url=factory.url)
+    job_record.save_job_record(run, record)
     labels = {t["name"]: t["labels"] for t in record["classifier_targets"]}
     save_thresholds(
         run,
@@ -73,7 +73,7 @@ def assert_deployed(run: Path, model: str) -> dict:
     model_dir = run / MODEL_DIR
     assert exported_model_id(model_dir) == model
     assert (model_dir / "model.int8.onnx").is_file() and (model_dir / "thresholds.json").is_file()
-    deployed = read_json(run, DEPLOY_JSON)
+    deployed = read_record(run, DEPLOY_JSON)
     test_texts = [ex["text"] for ex in read_jsonl(run / SPLIT_FILES["test"])]
     corpus = deployed["corpus"]
     assert corpus["complete"] and corpus["rows"] == corpus["input_rows"] == len(test_texts)

@@ -26,7 +26,7 @@ from moderation_helpers.pages.plots.evaluation import (
     PR_CURVES_PNG,
     ROC_CURVES_PNG,
 )
-from moderation_helpers.recipe import jobs
+from moderation_helpers.recipe import job_record
 from moderation_helpers.recipe.evaluate import METRICS
 from moderation_helpers.recipe.moderate import moderate
 from moderation_helpers.recipe.run_folder import (
@@ -35,7 +35,7 @@ from moderation_helpers.recipe.run_folder import (
     PREPARE_SUMMARY,
     SPLIT_FILES,
     THRESHOLDS_JSON,
-    read_json,
+    read_record,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,7 +54,9 @@ def run_dir(prepared_run_dir, trained_job, factory, tmp_path) -> Path:
     run.mkdir()
     for name in (*SPLIT_FILES.values(), PREPARE_SUMMARY):
         shutil.copy(prepared_run_dir / name, run / name)
-    jobs.save_job_record(run, jobs.job_record(job, backend="local", server_url=factory.url))
+    job_record.save_job_record(
+        run, job_record.job_record(job, backend="local", server_url=factory.url)
+    )
     return run
 
 
@@ -65,8 +67,8 @@ def outputs_text(nb: nbformat.NotebookNode) -> str:
 
 def assert_evaluation(run_dir: Path, n_validation: int, n_test: int) -> dict:
     """The files 04_infer leaves behind, with the figures the issue asks for."""
-    record = read_json(run_dir, "job.json")
-    evaluation = read_json(run_dir, EVALUATION_JSON)
+    record = read_record(run_dir, "job.json")
+    evaluation = read_record(run_dir, EVALUATION_JSON)
     assert evaluation["model"] == record["fine_tuned_model"]
     assert evaluation["backend"] == "local"
     assert evaluation["split_sizes"] == {"validation": n_validation, "test": n_test}
@@ -87,7 +89,7 @@ def assert_evaluation(run_dir: Path, n_validation: int, n_test: int) -> dict:
     assert all(0 <= macro[m] <= 1 for m in METRICS), macro
     json.dumps(evaluation, allow_nan=False)  # no NaN written
 
-    thresholds = read_json(run_dir, THRESHOLDS_JSON)
+    thresholds = read_record(run_dir, THRESHOLDS_JSON)
     assert thresholds["model"] == record["fine_tuned_model"]
     assert thresholds["thresholds"]["moderation"] == {k: v["threshold"] for k, v in labels.items()}
 

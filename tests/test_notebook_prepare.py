@@ -1,8 +1,8 @@
 """notebooks/01_prepare.ipynb executed headless, with papermill and with nbmake, on the mirror.
 
 Both runs use the conftest's PREPARE_PARAMS and seed 0, so their files must be byte-identical to
-each other and to ``prepare_run``'s (the ``prepared_run_dir`` fixture): the notebook and the
-helper are one recipe, and a repeated run gives the same files.
+each other and to ``prepare_steps``' (the ``prepared_run_dir`` fixture, the notebook's calls made
+outside a kernel): they are one recipe, and a repeated run gives the same files.
 """
 
 from __future__ import annotations

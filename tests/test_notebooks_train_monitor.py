@@ -19,8 +19,8 @@ import pandas as pd
 import papermill
 import pytest
 
-from moderation_helpers.recipe import jobs
-from moderation_helpers.recipe.run_folder import JOB_JSON, LOSS_PNG, METRICS_CSV, read_json
+from moderation_helpers.recipe import job_record, jobs
+from moderation_helpers.recipe.run_folder import JOB_JSON, LOSS_PNG, METRICS_CSV, read_record
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
@@ -74,7 +74,7 @@ def outputs_of_stream(nb: nbformat.NotebookNode) -> list[str]:
 
 def assert_trained(run_dir: Path, factory_url: str) -> pd.DataFrame:
     """The files 03_monitor leaves behind for a SUCCESS job."""
-    record = read_json(run_dir, JOB_JSON)
+    record = read_record(run_dir, JOB_JSON)
     assert record["status"] == "SUCCESS", record
     assert FT_MODEL.match(record["fine_tuned_model"]), record["fine_tuned_model"]
     assert record["backend"] == "local" and record["server_url"] == factory_url
@@ -115,7 +115,7 @@ def test_train_then_monitor(factory, run_dir, tmp_path):
     train_nb = execute(
         "02_train", run_dir, backend="local", training_steps=STEPS, poll_interval=0.5
     )
-    record = read_json(run_dir, JOB_JSON)
+    record = read_record(run_dir, JOB_JSON)
     assert record["backend"] == "local" and record["server_url"] == factory.url
     assert record["hyperparameters"]["training_steps"] == STEPS
     assert len(record["training_files"]) == 1 and len(record["validation_files"]) == 1
@@ -160,7 +160,7 @@ def test_train_without_start_stops_at_the_estimate(factory, run_dir, tmp_path):
         start=False,
         poll_interval=0.5,
     )
-    record = read_json(run_dir, JOB_JSON)
+    record = read_record(run_dir, JOB_JSON)
     assert record["status"] == "VALIDATED"
     assert record["metadata"].get("expected_duration_seconds") is not None
     # Monitoring a job that waits for start says so instead of waiting for the timeout.
@@ -185,7 +185,9 @@ def test_failed_validation_reports_the_servers_message(factory, tmp_path):
         validation_file=None,
         hyperparameters={"training_steps": 1},
     )
-    jobs.save_job_record(tmp_path, jobs.job_record(job, backend="local", server_url=factory.url))
+    job_record.save_job_record(
+        tmp_path, job_record.job_record(job, backend="local", server_url=factory.url)
+    )
     with pytest.raises(jobs.JobValidationFailed) as info:
         jobs.wait_for_validation(client, tmp_path, job["id"], poll_interval=0.2, timeout=120)
     assert info.value.reason and "labels" in info.value.reason

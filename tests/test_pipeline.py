@@ -21,7 +21,7 @@ from moderation_helpers.recipe.run_folder import (
     METRICS_CSV,
     MODEL_DIR,
     MODERATED_DIR,
-    read_json,
+    read_record,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -179,7 +179,7 @@ def assert_chain_outputs(run: Path, steps=pipeline.STEPS) -> dict:
     assert len(metrics) >= 1 and metrics["step"].is_unique
     assert metrics[["train_loss", "valid_loss"]].notna().any().all(), "a curve is empty"
     assert (run / LOSS_PNG).read_bytes()[:4] == b"\x89PNG"
-    record = read_json(run, JOB_JSON)
+    record = read_record(run, JOB_JSON)
     assert record["status"] == "SUCCESS" and FT_MODEL.match(record["fine_tuned_model"])
     return record
 
@@ -211,7 +211,7 @@ def test_whole_chain_on_the_local_factory(civil_comments_dir, tmp_path, monkeypa
     # 05_deploy: the exported model, in-process and int8, and the whole test split through Ray.
     assert exported_model_id(run / MODEL_DIR) == record["fine_tuned_model"]
     assert {"model.onnx", "model.int8.onnx", "tokenizer.json"} <= set(os.listdir(run / MODEL_DIR))
-    deployed = read_json(run, DEPLOY_JSON)
+    deployed = read_record(run, DEPLOY_JSON)
     n_test = len((run / "test.jsonl").read_text(encoding="utf-8").splitlines())
     assert deployed["corpus"]["complete"] and deployed["corpus"]["rows"] == n_test
     assert len(read_moderated(run / MODERATED_DIR)) == n_test

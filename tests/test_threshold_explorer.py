@@ -11,6 +11,8 @@ from sklearn.metrics import precision_recall_fscore_support
 
 from moderation_helpers.pages import threshold_explorer as te
 from moderation_helpers.recipe import evaluate as ev
+from moderation_helpers.recipe import predictions
+from moderation_helpers.recipe.classify import score_columns
 from moderation_helpers.recipe.moderate import (
     load_thresholds,
     save_thresholds,
@@ -23,7 +25,7 @@ LABELS = ["toxicity", "threat", "rare", "safe"]
 def frames(n: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Truth and scores for four labels: one informative, one noisy, one without positives."""
     rng = np.random.default_rng(seed)
-    columns = ev._columns([("moderation", lab) for lab in LABELS])
+    columns = score_columns([("moderation", lab) for lab in LABELS])
     truth = np.column_stack(
         [rng.random(n) < 0.4, rng.random(n) < 0.2, np.zeros(n, bool), rng.random(n) < 0.5]
     )
@@ -56,7 +58,7 @@ def test_figures_equal_evaluate_and_sklearn_at_any_threshold(splits, threshold):
     for split in ("validation", "test"):
         y, s = truth[split], scores[split]
         report = ev.evaluate_labels(y, s, dict.fromkeys(s.columns, threshold))
-        flagged = ev.predict(s, dict.fromkeys(s.columns, threshold)).mean()
+        flagged = predictions.predict(s, dict.fromkeys(s.columns, threshold)).mean()
         for column in s.columns:
             row = table.loc[column]
             assert row[("", "threshold")] == threshold

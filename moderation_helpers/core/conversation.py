@@ -105,11 +105,6 @@ def content_text(content: Any) -> str:
     return str(content)
 
 
-def render_turn(message: Message) -> str:
-    """One turn as the encoder reads it: ``"{role}: {content}"`` with the content stripped."""
-    return f"{message['role']}: {content_text(message.get('content')).strip()}"
-
-
 def render_many(
     conversations: Sequence[Sequence[Message]],
     *,

@@ -1,1 +1,1 @@
-"""The reader's side: lesson pages rendered from executed notebooks, figures and notebook widgets."""
+"""The reader's side: lesson pages from executed notebooks, figures, notebook widgets."""

@@ -7,8 +7,8 @@ of comments flagged on the validation and test splits, beside the label's precis
 curves with the current point; a button saves the chosen thresholds to ``thresholds.json``,
 which ``moderate()`` applies.
 
-Every figure comes from :func:`moderation_helpers.recipe.evaluate.label_metrics` and
-:func:`~moderation_helpers.recipe.evaluate.predict`, so the explorer and the evaluation agree at any
+Every figure comes from :func:`moderation_helpers.recipe.evaluate.label_metrics` and the flag
+rule of :mod:`moderation_helpers.core.flags`, so the explorer and the evaluation agree at any
 threshold.
 
 Displayed, the explorer is one output holding both the widget and a static HTML table of the
@@ -30,8 +30,10 @@ import pandas as pd
 from matplotlib.figure import Figure
 from sklearn.metrics import precision_recall_curve
 
-from moderation_helpers.recipe.evaluate import SAFE_LABEL, label_metrics, predict
+from moderation_helpers.core.flags import SAFE_LABEL, reaches
+from moderation_helpers.recipe.evaluate import label_metrics
 from moderation_helpers.recipe.moderate import save_thresholds, thresholds_record
+from moderation_helpers.recipe.predictions import predict
 
 Column = tuple[str, str]
 SPLITS = ("validation", "test")
@@ -47,7 +49,7 @@ def threshold_figures(
     A text is flagged when ``score >= threshold``, as everywhere in the cookbook.
     """
     metrics = label_metrics(truth, scores, threshold)
-    flagged = float(np.mean(np.asarray(scores, dtype=float) >= threshold)) if len(scores) else 0.0
+    flagged = float(np.mean(reaches(scores, threshold))) if len(scores) else 0.0
     return {**{m: metrics[m] for m in FIGURES[:3]}, "flagged": flagged}
 
 
@@ -59,7 +61,7 @@ def figures_table(
     """One row per ``(target, label)``: its threshold, then every figure per split.
 
     Columns are ``("", "threshold")`` and ``(split, figure)`` for the splits in ``scores``.
-    The share flagged is computed with :func:`evaluate.predict`, the rule ``moderate()`` uses.
+    The share flagged is computed with :func:`predictions.predict`, the rule ``moderate()`` uses.
     """
     columns = list(next(iter(scores.values())).columns)
     rows: dict[Column, dict[tuple[str, str], Any]] = {

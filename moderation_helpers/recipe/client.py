@@ -81,7 +81,8 @@ def connect(
         key = os.environ.get(MISTRAL_API_KEY_ENV)
         if not key:
             raise RuntimeError(
-                f"backend 'mistral' needs an API key in the environment variable {MISTRAL_API_KEY_ENV}"
+                "backend 'mistral' needs an API key in the environment variable "
+                f"{MISTRAL_API_KEY_ENV}"
             )
         url = server_url or os.environ.get(MISTRAL_URL_ENV) or DEFAULT_MISTRAL_URL
     else:

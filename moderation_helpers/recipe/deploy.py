@@ -1,12 +1,13 @@
 """What 05_deploy calls: export the run's model into the run folder, and time the ways to run it.
 
-The model folder itself (format, export, Moderator) lives in ``model_folder``, ``export`` and
-``moderator``; corpus moderation in ``corpus``. This module only ties them to the run folder
+The model folder itself (format, Moderator) lives in ``model``, its export in ``export``,
+corpus moderation in ``corpus``. This module only ties them to the run folder
 and measures texts per second the same way for every engine.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -14,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from moderation_helpers.core.env import default_store
 from moderation_helpers.model.folder import CLASSIFIER_JSON, VARIANT_FILES
 from moderation_helpers.recipe.moderate import fine_tuned_model
 from moderation_helpers.recipe.run_folder import (
@@ -22,7 +24,7 @@ from moderation_helpers.recipe.run_folder import (
     MODEL_DIR,
     PREPARE_SUMMARY,
     THRESHOLDS_JSON,
-    read_json,
+    read_record,
 )
 
 PIPELINE_STORE = "factory"  # where the pipeline's factory keeps its store, inside the run
@@ -37,15 +39,11 @@ def factory_store(run_dir: str | os.PathLike, store: str | os.PathLike | None = 
     in_run = Path(run_dir) / PIPELINE_STORE
     if in_run.is_dir():
         return in_run
-    from moderation_helpers.core.env import default_store
-
     return default_store()
 
 
 def exported_model_id(folder: str | os.PathLike) -> str | None:
     """The model id an exported folder was made from, or None where there is none."""
-    import json
-
     path = Path(folder) / CLASSIFIER_JSON
     if not path.is_file():
         return None
@@ -66,7 +64,7 @@ def export_inputs(run_dir: str | os.PathLike | None) -> dict[str, Any]:
         ("summary", PREPARE_SUMMARY),
     ):
         if (Path(run_dir) / name).is_file():
-            found[key] = read_json(run_dir, name)
+            found[key] = read_record(run_dir, name)
     return found
 
 
@@ -87,7 +85,7 @@ def export_run_model(
     from moderation_helpers.factory.exports import export_from_store
 
     run_path = Path(run_dir)
-    record = read_json(run_path, JOB_JSON)
+    record = read_record(run_path, JOB_JSON)
     model = fine_tuned_model(record)
     if record.get("backend") != "local":
         raise RuntimeError(

@@ -17,34 +17,30 @@ from urllib.parse import urlsplit
 
 import pandas as pd
 
-from moderation_helpers.core.flags import thresholds_table
+from moderation_helpers.core.env import FACTORY_TOKEN_ENV
+from moderation_helpers.core.flags import FLAG_RULE, SAFE_LABEL, Thresholds, thresholds_table
+from moderation_helpers.core.statuses import SUCCESS
 from moderation_helpers.model.decisions import Decision
 from moderation_helpers.model.decisions import decide as decide_scores
-from moderation_helpers.recipe.evaluate import SAFE_LABEL, classify_texts, targets_of
+from moderation_helpers.recipe.classify import classify_texts, targets_of
 from moderation_helpers.recipe.run_folder import (
     JOB_JSON,
     PREPARE_SUMMARY,
     THRESHOLDS_JSON,
-    read_json,
-    write_json,
+    read_record,
+    write_record,
 )
-
-Thresholds = Mapping[str, Mapping[str, float]]  # {target: {label: threshold}}
 
 
 def fine_tuned_model(job: Mapping[str, Any]) -> str:
     """The model id of a finished job record (``job.json``), or a clear error saying why not."""
     model = job.get("fine_tuned_model")
-    if job.get("status") != "SUCCESS" or not model:
+    if job.get("status") != SUCCESS or not model:
         raise RuntimeError(
             f"job {job.get('job_id')} is {job.get('status')} and has no fine-tuned model yet: "
             "wait for it with 03_monitor before classifying"
         )
     return model
-
-
-def _flat(thresholds: Thresholds) -> dict[tuple[str, str], float]:
-    return {(t, lab): float(v) for t, labels in thresholds.items() for lab, v in labels.items()}
 
 
 def thresholds_record(
@@ -58,14 +54,14 @@ def thresholds_record(
         "model": model,
         "backend": backend,
         "safe_label": safe_label,
-        "rule": "flag a label when its score >= its threshold; the safe label is never a flag",
+        "rule": FLAG_RULE,
         "thresholds": thresholds,
     }
 
 
 def save_thresholds(run_dir: str | os.PathLike, record: Mapping[str, Any]) -> Path:
     """Write ``thresholds.json`` into the run folder (atomically)."""
-    return write_json(run_dir, THRESHOLDS_JSON, dict(record))
+    return write_record(run_dir, THRESHOLDS_JSON, dict(record))
 
 
 def publish_thresholds(
@@ -80,9 +76,7 @@ def publish_thresholds(
     """
     import httpx
 
-    from moderation_helpers.recipe.client import TOKEN_ENV
-
-    token = token or os.environ.get(TOKEN_ENV)
+    token = token or os.environ.get(FACTORY_TOKEN_ENV)
     response = httpx.put(
         f"{server_url.rstrip('/')}/v1/fine_tuning/models/{record['model']}/thresholds",
         json={"thresholds": record["thresholds"], "safe_label": record.get("safe_label")},
@@ -99,7 +93,7 @@ def publish_thresholds(
 
 def load_thresholds(run_dir: str | os.PathLike) -> dict[str, Any]:
     """Read ``thresholds.json`` (written by 04_infer) from the run folder."""
-    return read_json(run_dir, THRESHOLDS_JSON)
+    return read_record(run_dir, THRESHOLDS_JSON)
 
 
 def decide(
@@ -149,7 +143,7 @@ def moderate(
 
     The model and backend come from ``job.json``; thresholds from ``thresholds.json``, where
     ``thresholds`` (``{target: {label: value}}``) overrides some or all of them. Without a
-    ``client``, one is made with ``backends.connect`` for the job's backend and server URL
+    ``client``, one is made with ``client.connect`` for the job's backend and server URL
     (the key, for the Mistral API, only from the environment); a local factory is not
     started, since a fresh one would not hold the model: the error says how to restart it.
     """
@@ -158,7 +152,7 @@ def moderate(
     texts = list(texts)
     if not texts:
         return []
-    job = read_json(run_dir, JOB_JSON)
+    job = read_record(run_dir, JOB_JSON)
     model = fine_tuned_model(job)
     saved: dict[str, Any] = {}
     if (Path(run_dir) / THRESHOLDS_JSON).is_file() or thresholds is None:
@@ -168,18 +162,17 @@ def moderate(
                 f"{Path(run_dir) / THRESHOLDS_JSON} was tuned for model {saved['model']!r} but "
                 f"job.json names {model!r}: re-run 04_infer to tune thresholds for this model"
             )
-    limits = {**_flat(saved.get("thresholds", {})), **_flat(thresholds or {})}
     if client is None:
         client = _client_for(job, run_dir)
     scores = classify_texts(client, model, texts, batch_size=batch_size, progress=progress)
-    missing = [f"{t}/{lab}" for t, lab in scores.columns if (t, lab) not in limits]
-    if missing:
-        raise ValueError(f"no threshold for {missing}: pass them in `thresholds` or re-run 04")
-    unknown = sorted(f"{t}/{lab}" for t, lab in set(limits) - set(scores.columns))
-    if unknown:
-        raise ValueError(f"thresholds given for {unknown}, which model {model!r} does not score")
+    try:
+        table = thresholds_table(
+            targets_of(scores), saved.get("thresholds"), thresholds, default=None
+        )
+    except ValueError as exc:
+        raise ValueError(f"model {model!r}: {exc}; set `thresholds` or re-run 04_infer") from None
     safe_label = saved.get("safe_label") or safe_label_of(run_dir)
-    return decide(texts, scores, limits, safe_label=safe_label)
+    return decide(texts, scores, table.limits, safe_label=safe_label)
 
 
 def decisions_frame(decisions: Sequence[Decision]) -> pd.DataFrame:
@@ -201,7 +194,7 @@ def safe_label_of(run_dir: str | os.PathLike) -> str:
     path = Path(run_dir) / PREPARE_SUMMARY
     if not path.is_file():
         return SAFE_LABEL
-    summary = read_json(run_dir, PREPARE_SUMMARY)
+    summary = read_record(run_dir, PREPARE_SUMMARY)
     return (summary.get("parameters") or {}).get("safe_label") or SAFE_LABEL
 
 

@@ -1,6 +1,6 @@
 """Run the whole cookbook in batch: prepare → train → monitor → infer → deploy, with papermill.
 
-    python -m moderation_helpers.recipe.pipeline --run-dir runs/demo --source ../shared/data/civil_comments
+    moderation-cookbook --run-dir runs/demo --source ../shared/data/civil_comments
     moderation-cookbook --run-dir runs/demo --source google/civil_comments -p training_steps 50
     moderation-cookbook docs      # run on the mirror and render every lesson into docs/
 
@@ -26,6 +26,7 @@ from typing import Any
 import papermill
 import yaml
 
+from moderation_helpers.core.env import FACTORY_URL_ENV, SECRET_ENV, secret_values
 from moderation_helpers.factory.process import start_factory, stop_factory
 from moderation_helpers.recipe.client import resolve_backend
 from moderation_helpers.recipe.run_folder import ensure_run_dir
@@ -41,8 +42,6 @@ DEFAULT_PARAMETERS: dict[str, Any] = {
     "max_label_fraction": 1.0,
     "zero_flags_fraction": 0.4,
 }
-FACTORY_URL_ENV = "MODERATION_FACTORY_URL"
-SECRET_ENV = ("MISTRAL_API_KEY", "WANDB_API_KEY")
 _SECRET_NAME = re.compile(r"key|token|secret|password", re.IGNORECASE)
 
 
@@ -73,12 +72,12 @@ def notebook_paths(notebooks_dir: str | os.PathLike | None = None) -> dict[str, 
 
 def check_no_secrets(parameters: Mapping[str, Any]) -> None:
     """Refuse parameters that would write a key into an executed notebook."""
-    secrets = {os.environ[name] for name in SECRET_ENV if os.environ.get(name)}
+    secrets = set(secret_values(min_length=1))
     for name, value in parameters.items():
         if _SECRET_NAME.search(name) or (isinstance(value, str) and value in secrets):
             raise PipelineError(
                 f"parameter {name!r} looks like a secret: keys come from the environment "
-                "(MISTRAL_API_KEY, WANDB_API_KEY), never from parameters, because papermill "
+                f"({', '.join(SECRET_ENV)}), never from parameters, because papermill "
                 "writes parameters into the executed notebooks"
             )
 

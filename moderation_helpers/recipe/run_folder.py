@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from moderation_helpers.core.files import atomic_write_text
+from moderation_helpers.core.files import write_json
 
 TRAIN_JSONL = "train.jsonl"
 VALIDATION_JSONL = "validation.jsonl"
@@ -38,8 +38,8 @@ def ensure_run_dir(run_dir: str | os.PathLike) -> Path:
     return path
 
 
-def read_json(run_dir: str | os.PathLike, name: str) -> Any:
-    """Read a JSON file of the run folder; a missing file names the step that writes it."""
+def read_record(run_dir: str | os.PathLike, name: str) -> Any:
+    """Read a JSON record of the run folder; a missing file names the step that writes it."""
     path = Path(run_dir) / name
     if not path.is_file():
         raise FileNotFoundError(
@@ -48,7 +48,6 @@ def read_json(run_dir: str | os.PathLike, name: str) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def write_json(run_dir: str | os.PathLike, name: str, data: Any) -> Path:
-    """Write a JSON file into the run folder atomically, with stable formatting."""
-    text = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n"
-    return atomic_write_text(Path(run_dir) / name, text)
+def write_record(run_dir: str | os.PathLike, name: str, data: Any) -> Path:
+    """Write a JSON record into the run folder atomically, with the project's formatting."""
+    return write_json(Path(run_dir) / name, data)
