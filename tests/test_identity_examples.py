@@ -6,7 +6,17 @@ import pytest
 
 from moderation_helpers.recipe import behaviour as bh
 from moderation_helpers.recipe import identity_examples as ie
-from moderation_helpers.recipe.prepare import CIVIL_COMMENTS_LABELS, label_sets
+from moderation_helpers.recipe.prepare import label_sets
+
+CIVIL_COMMENTS_LABELS = (
+    "toxicity",
+    "severe_toxicity",
+    "obscene",
+    "threat",
+    "insult",
+    "identity_attack",
+    "sexual_explicit",
+)
 
 LABELS = list(CIVIL_COMMENTS_LABELS)
 
