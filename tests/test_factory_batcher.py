@@ -13,7 +13,7 @@ import pytest
 
 from moderation_helpers.factory.api.app import create_app
 from moderation_helpers.factory.config import ServingConfig
-from moderation_helpers.factory.queue.worker import load_trainer
+from moderation_helpers.factory.queue.training import load_trainer
 from moderation_helpers.factory.serving import model_cache
 from moderation_helpers.factory.serving.batcher import Batcher, BatchSettings, QueueFull
 from moderation_helpers.factory.store.db import Store
