@@ -124,7 +124,7 @@ def ensure_onnx(model_dir: str | os.PathLike) -> Path:
 
 
 def _load(name: str, model_dir: str | os.PathLike) -> Any:
-    from moderation_helpers.factory.queue.worker import load_trainer
+    from moderation_helpers.factory.queue.training import load_trainer
 
     if name == "onnx-fp32":
         from moderation_helpers.model.moderator import Moderator
@@ -205,7 +205,7 @@ def load_runtime(model_dir: str | os.PathLike, cache_path: str | os.PathLike | N
     """The fastest runtime for this model that matches torch fp32 (see the module docstring).
 
     A trainer without ``bf16_supported`` (a stand-in in tests) gets its own ``load_model``."""
-    from moderation_helpers.factory.queue.worker import load_trainer
+    from moderation_helpers.factory.queue.training import load_trainer
 
     trainer = load_trainer()
     if not hasattr(trainer, "bf16_supported"):
