@@ -1,7 +1,7 @@
 """Train a classifier job through the raw ``mistralai`` SDK, for the tests that drive the factory.
 
-Deliberately not ``moderation_helpers.recipe.jobs``: the factory's tests go through the SDK alone, so a
-bug in the helpers cannot hide a bug in the server.
+Deliberately not ``moderation_helpers.recipe.jobs``: the factory's tests go through the SDK
+alone, so a bug in the helpers cannot hide a bug in the server.
 """
 
 from __future__ import annotations
