@@ -122,7 +122,7 @@ def train_job(client, run_dir: Path, steps: int, learning_rate: float) -> dict:
 
 def training_breakdown(store: Path, job_id: str) -> dict:
     """The trainer's own timings, from the job's result.json in the factory's store."""
-    from moderation_helpers.factory.queue.worker import RESULT_JSON
+    from moderation_helpers.factory.queue.training import RESULT_JSON
     from moderation_helpers.factory.store.db import Store
 
     path = Store(store).job_dir(job_id) / RESULT_JSON

@@ -263,7 +263,7 @@ def factory_main(argv: list[str] | None = None) -> int:
     if args.command == "export":
         return _export(args.model_id, args.out, store, int8=args.int8, run_dir=args.run_dir)
     if args.command == "_train":
-        from moderation_helpers.factory.queue.worker import run_training
+        from moderation_helpers.factory.queue.training import run_training
 
         return run_training(store, args.job, args.parent)
 

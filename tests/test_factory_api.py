@@ -245,7 +245,8 @@ def test_integration_keys_are_not_stored(idle_sdk, tmp_path):
 
 def test_start_before_validation_ends_trains_once_validated(tmp_path, monkeypatch):
     """start while QUEUED/VALIDATING is remembered: VALIDATED then goes straight to QUEUED."""
-    from moderation_helpers.factory.queue import worker
+    from moderation_helpers.factory.queue import validation
+
     store = Store(tmp_path / "store")
     app = create_app(store, run_scheduler=False)
     with TestClient(app) as http:
@@ -257,8 +258,8 @@ def test_start_before_validation_ends_trains_once_validated(tmp_path, monkeypatc
 
         target = {"name": "moderation", "labels": ["safe"], "weight": 1.0}
         filled = {"classifier_targets": [{**target, "loss_function": "multi_class"}]}
-        monkeypatch.setattr(worker, "validation_updates", lambda store, doc: filled)
-        worker.validate_job(store, job.id)
+        monkeypatch.setattr(validation, "validation_updates", lambda store, doc: filled)
+        validation.validate_job(store, job.id)
         job = sdk.fine_tuning.jobs.get(job_id=job.id)
         assert statuses_of(job) == ["QUEUED", "VALIDATING", "VALIDATED", "QUEUED"]
         assert store.next_job(validated=True) == job.id
@@ -281,7 +282,8 @@ def test_validation_fills_targets_epochs_and_metadata(tmp_path, monkeypatch):
     from dataclasses import dataclass
     from types import SimpleNamespace
 
-    from moderation_helpers.factory.queue import worker
+    from moderation_helpers.factory.queue import validation
+
     @dataclass
     class Settings:
         batch_size: int = 4
@@ -293,7 +295,7 @@ def test_validation_fills_targets_epochs_and_metadata(tmp_path, monkeypatch):
         count_tokens=lambda texts: sum(len(t.split()) for t in texts),
         estimate_training_seconds=lambda steps, batch, mean, **_: 0.5 * steps,
     )
-    monkeypatch.setattr(worker, "load_trainer", lambda: fake)
+    monkeypatch.setattr(validation, "load_trainer", lambda: fake)
     store = Store(tmp_path / "store")
     lines = [
         {"text": "one two three", "labels": {"moderation": ["insult", "toxicity"], "topic": "x"}},
@@ -306,7 +308,7 @@ def test_validation_fills_targets_epochs_and_metadata(tmp_path, monkeypatch):
         "hyperparameters": {"training_steps": 10, "seq_len": None},
         "classifier_targets": None,
     }
-    filled = worker.validation_updates(store, doc)
+    filled = validation.validation_updates(store, doc)
     assert filled["classifier_targets"] == [
         {
             "name": "moderation",
@@ -329,7 +331,7 @@ def test_validation_fills_targets_epochs_and_metadata(tmp_path, monkeypatch):
         {"name": "moderation", "labels": ["insult", "safe", "toxicity"], "weight": 2.0},
         {"name": "topic", "labels": ["x", "y", "z"], "weight": 1.0, "loss_function": None},
     ]
-    filled = worker.validation_updates(store, doc)
+    filled = validation.validation_updates(store, doc)
     assert filled["hyperparameters"]["training_steps"] == 6  # 3 epochs of 8 rows, batch 4
     assert filled["hyperparameters"]["seq_len"] == 512
     assert [t["loss_function"] for t in filled["classifier_targets"]] == [
@@ -337,3 +339,55 @@ def test_validation_fills_targets_epochs_and_metadata(tmp_path, monkeypatch):
         "single_class",
     ]
     assert filled["classifier_targets"][0]["weight"] == 2.0
+
+
+def test_job_filters_and_pages_are_sql(tmp_path):
+    """JobFilter: every given filter must match, newest first, LIMIT/OFFSET pages, COUNT total."""
+    from moderation_helpers.factory.store.jobs import JobFilter
+
+    store = Store(tmp_path / "store")
+    wandb = {"type": "wandb", "project": "p", "name": "run-a", "url": None}
+    ids = [
+        store.create_job({"model": m, "suffix": s, "integrations": i}, start_requested=False)
+        for m, s, i in [("a", "one", [wandb]), ("b", "two", []), ("a", None, [])]
+    ]
+    newest_first = ids[::-1]
+
+    def listed(**wanted) -> tuple[list[str], int]:
+        jobs, total = store.list_jobs(JobFilter(**wanted))
+        return [j["id"] for j in jobs], total
+
+    assert listed() == (newest_first, 3)
+    assert listed(model="a") == ([ids[2], ids[0]], 2)
+    assert listed(suffix="two") == ([ids[1]], 1)
+    assert listed(wandb_project="p") == listed(wandb_name="run-a") == ([ids[0]], 1)
+    assert listed(wandb_project="other") == ([], 0)
+    assert listed(status="QUEUED", model="b") == ([ids[1]], 1)
+    created = store.get_job(ids[0])["created_at"]
+    assert listed(created_after=created, created_before=created + 60)[1] == 3
+    assert listed(created_after=created + 3600) == ([], 0)
+    assert listed(page=1, page_size=2) == (newest_first[2:], 3)
+    assert listed(page=1_000_000, page_size=1_000) == ([], 3)
+    assert store.list_models("no-such-model") == []
+
+
+def test_hyperparameters_given_as_zero_are_kept(tmp_path):
+    """Only None means "not given": 0.0 is a value (it used to become the default)."""
+    from dataclasses import dataclass
+    from types import SimpleNamespace
+
+    from moderation_helpers.factory.queue.training import train_settings
+
+    @dataclass
+    class Settings:
+        training_steps: int = 100
+        learning_rate: float = 1e-4
+        weight_decay: float = 0.1
+        warmup_fraction: float = 0.05
+        seq_len: int = 128
+
+    trainer = SimpleNamespace(TrainSettings=Settings, clamp_seq_len=lambda n: min(int(n), 512))
+    zeros = {"training_steps": 5, "learning_rate": 0.0, "weight_decay": 0.0, "warmup_fraction": 0}
+    assert train_settings(trainer, {**zeros, "seq_len": None}) == Settings(5, 0.0, 0.0, 0.0, 128)
+    unset = {"training_steps": 5, "learning_rate": None, "weight_decay": None}
+    assert train_settings(trainer, unset) == Settings(5, 1e-4, 0.1, 0.05, 128)

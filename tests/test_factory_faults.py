@@ -22,7 +22,7 @@ import pytest
 from test_factory_lifecycle import FAKE_TRAINER, children, create_job, sdk_for, wait_for, wait_gone
 
 from moderation_helpers.factory.process import pid_alive, start_factory, stop_factory
-from moderation_helpers.factory.queue.worker import TRAINING_NICENESS
+from moderation_helpers.factory.queue.training import TRAINING_NICENESS
 from moderation_helpers.factory.store.db import Store
 
 DEAF_TRAINER = (

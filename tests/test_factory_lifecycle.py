@@ -274,7 +274,7 @@ def test_cli_status_and_stop_and_the_token_stays_secret(start, tmp_path):
     with pytest.raises(RuntimeError, match="already served by pid"):
         start_factory(handle.store, port=0)
 
-    run = [sys.executable, "-m", "moderation_helpers.factory"]
+    run = [sys.executable, "-m", "moderation_helpers.cli", "moderation-factory"]
     env = {k: v for k, v in os.environ.items() if k != "MODERATION_FACTORY_TOKEN"}
     status = subprocess.run(
         run + ["status", "--store", str(handle.store)], capture_output=True, text=True, env=env
@@ -304,7 +304,7 @@ def test_served_connections_get_tcp_nodelay():
     import asyncio
     import socket
 
-    from moderation_helpers.factory.__main__ import listening_socket
+    from moderation_helpers.factory.server import listening_socket
 
     server_sock = listening_socket("127.0.0.1", 0)
     seen: list[int] = []

@@ -44,7 +44,14 @@ def test_sdk_end_to_end_on_civil_comments(factory, prepared_run_dir, reference_d
     assert backend.name == "local"
     client = backend.client
     summary = json.loads((prepared_run_dir / "prepare_summary.json").read_text())
+    uploaded = upload_splits(client, prepared_run_dir, summary)
+    job = create_and_validate(client, factory.url, uploaded, summary, reference_dir)
+    job = train(client, factory.url, job.id)
+    check_classification(client, job, prepared_run_dir, reference_dir)
 
+
+def upload_splits(client, prepared_run_dir, summary: dict) -> dict:
+    """Upload the train and validation JSONL; their ``CreateFileResponse`` by split."""
     uploaded = {}
     for split in ("train", "validation"):
         path = prepared_run_dir / f"{split}.jsonl"
@@ -53,7 +60,11 @@ def test_sdk_end_to_end_on_civil_comments(factory, prepared_run_dir, reference_d
         )
         assert isinstance(uploaded[split], models.CreateFileResponse)
         assert uploaded[split].num_lines == summary["splits"][split]["rows_kept"]
+    return uploaded
 
+
+def create_and_validate(client, url: str, uploaded: dict, summary: dict, reference_dir):
+    """Create the job (auto_start False): QUEUED, then VALIDATED with what validation fills."""
     job = client.fine_tuning.jobs.create(
         model="ministral-3b-latest",
         job_type="classifier",
@@ -69,7 +80,7 @@ def test_sdk_end_to_end_on_civil_comments(factory, prepared_run_dir, reference_d
     assert isinstance(job, models.ClassifierFineTuningJob)
     assert job.status == "QUEUED" and job.auto_start is False
     recorded = json.loads((reference_dir / "job_created.json").read_text())
-    created = raw(factory.url, f"/v1/fine_tuning/jobs/{job.id}")
+    created = raw(url, f"/v1/fine_tuning/jobs/{job.id}")
     assert set(recorded) <= set(created)
     assert set(recorded["metadata"]) == set(created["metadata"])
     assert set(recorded["hyperparameters"]) == set(created["hyperparameters"])
@@ -88,13 +99,17 @@ def test_sdk_end_to_end_on_civil_comments(factory, prepared_run_dir, reference_d
     assert job.hyperparameters.epochs == pytest.approx(
         TRAINING_STEPS * 16 / summary["splits"]["train"]["rows_kept"]
     )
-    validated = raw(factory.url, f"/v1/fine_tuning/jobs/{job.id}")
+    validated = raw(url, f"/v1/fine_tuning/jobs/{job.id}")
     recorded = json.loads((reference_dir / "job_validated.json").read_text())
     assert set(recorded) <= set(validated)
+    return job
 
-    started = client.fine_tuning.jobs.start(job_id=job.id)
+
+def train(client, url: str, job_id: str):
+    """Start the job: SUCCESS, with checkpoints and a listed fine-tuned model."""
+    started = client.fine_tuning.jobs.start(job_id=job_id)
     assert started.status in ("QUEUED", "RUNNING", "SUCCESS")
-    job = wait_for(client, job.id, {"SUCCESS", "FAILED", "CANCELLED"})
+    job = wait_for(client, job_id, {"SUCCESS", "FAILED", "CANCELLED"})
     assert job.status == "SUCCESS", job.events[-1].data
     assert [e.data["status"] for e in job.events][-3:] == ["QUEUED", "RUNNING", "SUCCESS"]
     assert job.checkpoints and job.checkpoints[-1].step_number == TRAINING_STEPS
@@ -108,10 +123,13 @@ def test_sdk_end_to_end_on_civil_comments(factory, prepared_run_dir, reference_d
     card = client.models.retrieve(model_id=job.fine_tuned_model)
     assert isinstance(card, models.FTModelCard) and card.job == job.id
     assert job.fine_tuned_model in [m.id for m in client.models.list().data]
-    models.ClassifierFineTunedModel.model_validate(
-        raw(factory.url, f"/v1/models/{job.fine_tuned_model}")
-    )
+    models.ClassifierFineTunedModel.model_validate(raw(url, f"/v1/models/{job.fine_tuned_model}"))
+    return job
 
+
+def check_classification(client, job, prepared_run_dir, reference_dir) -> None:
+    """The fine-tuned model scores every test text, each label in [0, 1], alone as batched."""
+    (target,) = job.classifier_targets
     texts = [ex["text"] for ex in read_jsonl(prepared_run_dir / "test.jsonl")]
     response = client.classifiers.classify(model=job.fine_tuned_model, inputs=texts)
     assert isinstance(response, models.ClassificationResponse)

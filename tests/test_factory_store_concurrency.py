@@ -49,11 +49,8 @@ def run_threads(target, count: int) -> list:
     return results
 
 
-def test_concurrent_uploads_jobs_and_deletions_leave_the_store_consistent(
-    fake_trainer,  # noqa: F811
-    tmp_path,
-):
-    store = Store(tmp_path / "store")
+def add_models(store: Store) -> list[str]:
+    """Register MODELS fine-tuned models, each with a little weights file; their ids."""
     model_ids = []
     for i in range(MODELS):
         weights = store.model_dir(f"job-{i}")
@@ -62,38 +59,48 @@ def test_concurrent_uploads_jobs_and_deletions_leave_the_store_consistent(
         model_id = f"ft:classifier:m:{store.workspace}:20260101:{i:08x}"
         store.add_model(model_id, f"job-{i}", "m", [{"name": "m", "labels": ["safe"]}], weights)
         model_ids.append(model_id)
+    return model_ids
+
+
+def one_client(base: str, first: str, model_ids: list[str], i: int) -> dict:
+    """Client ``i``'s uploads and jobs, then its deletes of every model and (twice) of its own
+    first upload; what it uploaded (but the first), created, and the status codes of deletes."""
+    client = httpx.Client(base_url=base, timeout=60)
+    uploaded, jobs, deleted = [], [], Counter()
+    rng = random.Random(i)
+    for _ in range(UPLOADS_PER_THREAD):
+        content = TRAIN[: rng.randrange(100, len(TRAIN))]
+        r = client.post("/v1/files", files={"file": (f"t{i}.jsonl", content)})
+        assert r.status_code == 200, r.text
+        uploaded.append((r.json()["id"], len(content)))
+    for _ in range(JOBS_PER_THREAD):
+        body = {
+            "model": "ministral-3b-latest",
+            "training_files": [{"file_id": first, "weight": 1}],
+            "hyperparameters": {"training_steps": 5},
+            "auto_start": False,
+        }
+        r = client.post("/v1/fine_tuning/jobs", json=body)
+        assert r.status_code == 200, r.text
+        jobs.append(r.json()["id"])
+    for model_id in rng.sample(model_ids, len(model_ids)):
+        deleted[client.delete(f"/v1/models/{model_id}").status_code] += 1
+    for _ in range(2):
+        deleted[client.delete(f"/v1/files/{uploaded[0][0]}").status_code] += 1
+    return {"uploaded": uploaded[1:], "jobs": jobs, "deleted": deleted}
+
+
+def test_concurrent_uploads_jobs_and_deletions_leave_the_store_consistent(
+    fake_trainer,  # noqa: F811
+    tmp_path,
+):
+    store = Store(tmp_path / "store")
+    model_ids = add_models(store)
     handle = start_factory(store.root, port=0)
     try:
         base = handle.url
         first = httpx.post(base + "/v1/files", files={"file": ("train.jsonl", TRAIN)}).json()["id"]
-
-        def work(i: int) -> dict:
-            client = httpx.Client(base_url=base, timeout=60)
-            uploaded, jobs, deleted = [], [], Counter()
-            rng = random.Random(i)
-            for _ in range(UPLOADS_PER_THREAD):
-                content = TRAIN[: rng.randrange(100, len(TRAIN))]
-                r = client.post("/v1/files", files={"file": (f"t{i}.jsonl", content)})
-                assert r.status_code == 200, r.text
-                uploaded.append((r.json()["id"], len(content)))
-            for _ in range(JOBS_PER_THREAD):
-                body = {
-                    "model": "ministral-3b-latest",
-                    "training_files": [{"file_id": first, "weight": 1}],
-                    "hyperparameters": {"training_steps": 5},
-                    "auto_start": False,
-                }
-                r = client.post("/v1/fine_tuning/jobs", json=body)
-                assert r.status_code == 200, r.text
-                jobs.append(r.json()["id"])
-            # Every thread deletes every model and its own first upload twice over.
-            for model_id in rng.sample(model_ids, len(model_ids)):
-                deleted[client.delete(f"/v1/models/{model_id}").status_code] += 1
-            for _ in range(2):
-                deleted[client.delete(f"/v1/files/{uploaded[0][0]}").status_code] += 1
-            return {"uploaded": uploaded[1:], "jobs": jobs, "deleted": deleted}
-
-        results = run_threads(work, THREADS)
+        results = run_threads(lambda i: one_client(base, first, model_ids, i), THREADS)
         sdk_jobs = httpx.get(base + "/v1/fine_tuning/jobs", params={"page_size": 1000}).json()
         listed_files = httpx.get(base + "/v1/files", params={"page_size": 1000}).json()
         listed_models = httpx.get(base + "/v1/models").json()["data"]

@@ -234,9 +234,10 @@ def test_encoder_loads_in_float32_whatever_the_checkpoint_holds(tmp_path):
 
 
 def test_the_package_is_the_factory_trainer(monkeypatch):
-    from moderation_helpers.factory.queue.worker import TRAINER_ENV, load_trainer
+    from moderation_helpers.core.env import FACTORY_TRAINER_ENV
+    from moderation_helpers.factory.queue.training import load_trainer
 
-    monkeypatch.delenv(TRAINER_ENV, raising=False)
+    monkeypatch.delenv(FACTORY_TRAINER_ENV, raising=False)
     trainer = load_trainer()
     assert trainer.train is T.train and trainer.Target is Target
     assert trainer.estimate_training_seconds is estimate_training_seconds

@@ -8,10 +8,10 @@ import os
 from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
 
+from moderation_helpers.core.env import FACTORY_SETTING_PREFIX
+
 if TYPE_CHECKING:
     from moderation_helpers.factory.serving.batcher import BatchSettings
-
-ENV_PREFIX = "MODERATION_FACTORY_"
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class ServingConfig:
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for f in fields(cls):
-            raw = environ.get(ENV_PREFIX + f.name.upper())
+            raw = environ.get(env_name(f.name))
             if raw:
                 try:
                     values[f.name] = float(raw) if f.type == "float" else int(raw)
@@ -59,4 +59,4 @@ class ServingConfig:
 
 def env_name(limit: str) -> str:
     """The environment variable that sets ``limit``."""
-    return ENV_PREFIX + limit.upper()
+    return FACTORY_SETTING_PREFIX + limit.upper()

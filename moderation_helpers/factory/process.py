@@ -1,9 +1,10 @@
 """Start and stop a factory server as a process of its own.
 
-``start_factory`` runs ``python -m moderation_helpers.factory serve`` with its log in the store,
-waits until the server recorded itself in ``server.json`` and answers HTTP, and returns a
-:class:`FactoryHandle`. ``stop_factory`` stops it by its pid: SIGTERM (the server fails a job it
-was training, with that reason), then SIGKILL after a grace period, and waits until it is gone.
+``start_factory`` runs ``python -m moderation_helpers.cli moderation-factory serve`` with its log
+in the store, waits until the server recorded itself in ``server.json`` and answers HTTP, and
+returns a :class:`FactoryHandle`. ``stop_factory`` stops it by its pid: SIGTERM (the server fails
+a job it was training, with that reason), then SIGKILL after a grace period, and waits until it
+is gone.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from moderation_helpers.factory.config import ServingConfig
 from moderation_helpers.factory.store.db import SERVER_JSON
 
 
@@ -30,11 +31,12 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(host: str, port: int, store_dir: Path, token_env: str, config=None) -> None:
+def serve(
+    host: str, port: int, store_dir: Path, token_env: str, config: ServingConfig | None = None
+) -> None:
     """Run the server until SIGTERM/SIGINT; records url and pid in the store's server.json.
 
-    ``config``: a :class:`~moderation_helpers.factory.api.limits.ServingConfig` (default: from
-    the environment)."""
+    ``config``: the request limits and batching settings (default: from the environment)."""
     import uvicorn
 
     from moderation_helpers.core.files import atomic_write_text
@@ -64,12 +66,12 @@ def serve(host: str, port: int, store_dir: Path, token_env: str, config=None) ->
     )
     app = create_app(store, token, config=config)
     logging.getLogger("moderation_helpers.factory").info("serving with %s", app.state.config)
-    config = uvicorn.Config(app, log_level="info", timeout_graceful_shutdown=5)
+    uvicorn_config = uvicorn.Config(app, log_level="info", timeout_graceful_shutdown=5)
     # uvicorn re-raises the SIGTERM it handled once it has shut down; exiting through
     # SystemExit instead of dying lets the finally below remove server.json.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        uvicorn.Server(config).run(sockets=[sock])
+        uvicorn.Server(uvicorn_config).run(sockets=[sock])
     finally:
         current = json.loads(info_path.read_text()) if info_path.is_file() else {}
         if current.get("pid") == os.getpid():

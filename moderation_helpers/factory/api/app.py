@@ -38,7 +38,7 @@ from moderation_helpers.factory.api.routes import (
 )
 from moderation_helpers.factory.api.routes.deps import reject_unknown_query
 from moderation_helpers.factory.config import ServingConfig
-from moderation_helpers.factory.queue.worker import Scheduler
+from moderation_helpers.factory.queue.scheduler import Scheduler
 from moderation_helpers.factory.serving.model_cache import ModelCache
 from moderation_helpers.factory.serving.runtime import RUNTIME_JSON
 from moderation_helpers.factory.store.db import Store

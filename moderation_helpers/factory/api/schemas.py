@@ -2,7 +2,8 @@
 
 Pydantic checks them, so a malformed request gets FastAPI's 422 whose ``detail`` names the
 field (``loc``), the format the SDK's ``HTTPValidationError`` reads. Responses are plain dicts
-built in :mod:`moderation_helpers.factory.api.responses` in the shapes the SDK's response models parse.
+built in :mod:`moderation_helpers.factory.api.responses` in the shapes the SDK's response
+models parse.
 """
 
 from __future__ import annotations

@@ -9,8 +9,9 @@ split across batches, so one big request cannot hold small ones back for long.
 
 Why one worker: on a 2-core CPU, eight request threads each running the encoder fought over the
 cores (issue 11: median 948 ms, p99 4.2 s at 8 clients). Here only the worker threads run
-inference, and the batchers of one :class:`~moderation_helpers.factory.serving.model_cache.ModelCache`
-share a lock, so at most one batch runs at a time whatever the number of models.
+inference, and the batchers of one
+:class:`~moderation_helpers.factory.serving.model_cache.ModelCache` share a lock, so at most one
+batch runs at a time whatever the number of models.
 
 Requests keep their own order and errors: when a batch raises, its requests are rerun one by one,
 so only the bad one fails. The runtime needs ``predict(texts) -> [{target: {label: score}}]``

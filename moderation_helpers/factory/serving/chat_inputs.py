@@ -35,7 +35,9 @@ def _limits(model_path: str) -> dict[str, Any]:
     return token_limits(tokenizer, seq_len)
 
 
-def encoder_inputs(record: dict[str, Any], conversations: Sequence[Sequence[Message]]) -> list[str]:
-    """Each conversation rendered for the model ``record`` (latest turns kept within its
-    ``seq_len``)."""
+def conversation_texts(
+    record: dict[str, Any], conversations: Sequence[Sequence[Message]]
+) -> list[str]:
+    """Each conversation rendered as the text the model ``record`` reads (latest turns kept
+    within its ``seq_len``)."""
     return render_many(conversations, **_limits(str(record["path"])))

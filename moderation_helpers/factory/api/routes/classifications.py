@@ -15,7 +15,7 @@ from moderation_helpers.factory.api.routes.chat import conversations_of
 from moderation_helpers.factory.api.routes.deps import ModelsDep, StoreDep
 from moderation_helpers.factory.api.routes.models import model_or_404
 from moderation_helpers.factory.api.schemas import ChatClassificationIn, ClassificationIn
-from moderation_helpers.factory.serving.chat_inputs import encoder_inputs
+from moderation_helpers.factory.serving.chat_inputs import conversation_texts
 from moderation_helpers.factory.serving.scoring import score_texts_async
 
 router = APIRouter(prefix="/v1", tags=["classifications"])
@@ -42,5 +42,5 @@ async def classify_chat(
 ) -> dict[str, Any]:
     conversations = conversations_of(body.inputs)
     record = model_or_404(store, body.model)
-    texts = encoder_inputs(record, conversations)
+    texts = conversation_texts(record, conversations)
     return classification_out(record, await score_texts_async(models, record, texts))

@@ -8,7 +8,7 @@ from fastapi import Depends, Query, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
 
-from moderation_helpers.factory.queue.worker import Scheduler
+from moderation_helpers.factory.queue.scheduler import Scheduler
 from moderation_helpers.factory.serving.model_cache import ModelCache
 from moderation_helpers.factory.store.db import Store
 

@@ -18,10 +18,11 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from moderation_helpers.core.flags import DEFAULT_THRESHOLD
 from moderation_helpers.factory.api.responses import invalid, model_out
 from moderation_helpers.factory.api.routes.deps import StoreDep
 from moderation_helpers.factory.api.routes.models import model_or_404
-from moderation_helpers.factory.api.routes.moderations import DEFAULT_THRESHOLD, flags_rule
+from moderation_helpers.factory.api.routes.moderations import flags_rule
 from moderation_helpers.factory.api.schemas import ThresholdsIn, UpdateModelIn
 from moderation_helpers.factory.store.db import Store
 
@@ -52,9 +53,9 @@ def unarchive_model(store: StoreDep, model_id: str) -> dict[str, Any]:
 
 
 def _thresholds_out(record: dict[str, Any]) -> dict[str, Any]:
-    limits, safe_label, source = flags_rule(record)
+    table, safe_label, source = flags_rule(record)
     thresholds: dict[str, dict[str, float]] = {}
-    for (target, label), value in limits.items():
+    for (target, label), value in table.limits.items():
         thresholds.setdefault(target, {})[label] = value
     return {
         "model": record["id"],

@@ -13,6 +13,7 @@ from moderation_helpers.factory.api.responses import invalid, job_out, not_found
 from moderation_helpers.factory.api.routes.deps import Page, PageSize, SchedulerDep, StoreDep
 from moderation_helpers.factory.api.schemas import JobIn
 from moderation_helpers.factory.store.db import Store
+from moderation_helpers.factory.store.jobs import JobFilter
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine_tuning jobs"])
 JobStatus = Literal[
@@ -49,7 +50,17 @@ def create_job(
     names = [t.name for t in body.classifier_targets or []]
     if len(set(names)) != len(names):
         raise invalid(["classifier_targets"], "target names must be unique", names)
-    doc = {
+    job_id = store.create_job(_new_job_doc(body), start_requested=body.auto_start)
+    # Answer with the job as created (QUEUED), as the API does: read before the validator
+    # is woken, or the answer races it and may say VALIDATING.
+    created = store.get_job(job_id)
+    scheduler.wake()
+    return job_out(created, detailed=False)
+
+
+def _new_job_doc(body: JobIn) -> dict[str, Any]:
+    """The job document of a new job: what was asked, and what validation fills still empty."""
+    return {
         "model": body.model,
         "auto_start": body.auto_start,
         "training_files": [t.model_dump() for t in body.training_files],
@@ -76,12 +87,6 @@ def create_job(
             "estimated_start_time": None,
         },
     }
-    job_id = store.create_job(doc, start_requested=body.auto_start)
-    # Answer with the job as created (QUEUED), as the API does: read before the validator
-    # is woken, or the answer races it and may say VALIDATING.
-    created = store.get_job(job_id)
-    scheduler.wake()
-    return job_out(created, detailed=False)
 
 
 @router.get("")
@@ -99,24 +104,20 @@ def list_jobs(
     suffix: str | None = None,
 ) -> dict[str, Any]:
     # created_by_me: a local factory has one user, so every job is "mine".
-    conditions: list[str] = []
-    args: list[Any] = []
-    for sql, value in (
-        ("status = ?", status),
-        ("json_extract(doc, '$.model') = ?", model),
-        ("json_extract(doc, '$.suffix') = ?", suffix),
-        ("created_at >= ?", _unix_seconds("created_after", created_after)),
-        ("created_at <= ?", _unix_seconds("created_before", created_before)),
-        (_integration_sql("project"), wandb_project),
-        (_integration_sql("name"), wandb_name),
-    ):
-        if value is not None:
-            conditions.append(sql)
-            args.append(value)
-    jobs = store.list_jobs(" AND ".join(conditions), tuple(args))
-    shown = jobs[page * page_size : (page + 1) * page_size]
-    data = [job_out({**j, "events": [], "checkpoints": []}, detailed=False) for j in shown]
-    return {"data": data, "object": "list", "total": len(jobs)}
+    wanted = JobFilter(
+        model=model,
+        status=status,
+        suffix=suffix,
+        created_after=_unix_seconds("created_after", created_after),
+        created_before=_unix_seconds("created_before", created_before),
+        wandb_project=wandb_project,
+        wandb_name=wandb_name,
+        page=page,
+        page_size=page_size,
+    )
+    jobs, total = store.list_jobs(wanted)
+    data = [job_out({**j, "events": [], "checkpoints": []}, detailed=False) for j in jobs]
+    return {"data": data, "object": "list", "total": total}
 
 
 def _unix_seconds(name: str, value: str | None) -> int | None:
@@ -129,13 +130,6 @@ def _unix_seconds(name: str, value: str | None) -> int | None:
         error = {"loc": ("query", name), "msg": "expected an RFC 3339 date-time", "input": value}
         raise RequestValidationError([{**error, "type": "value_error"}]) from None
     return int(moment.replace(tzinfo=moment.tzinfo or timezone.utc).timestamp())
-
-
-def _integration_sql(key: str) -> str:
-    return (
-        "EXISTS (SELECT 1 FROM json_each(json_extract(doc, '$.integrations')) "
-        f"WHERE json_extract(value, '$.{key}') = ?)"
-    )
 
 
 def _job_or_404(store: Store, job_id: str) -> dict[str, Any]:

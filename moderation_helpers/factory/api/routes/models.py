@@ -26,7 +26,7 @@ def list_models(
     store: StoreDep, provider: str | None = None, model: str | None = None
 ) -> dict[str, Any]:
     # provider: every model here is the local factory's, so the filter is not applied.
-    records = [m for m in store.list_models() if model is None or m["id"] == model]
+    records = store.list_models(model)
     return {"object": "list", "data": [model_out(m, store.workspace) for m in records]}
 
 

@@ -7,9 +7,11 @@ over every label of the model. A category is the label's name when the model has
 ``target/label`` when it has several. A label is flagged when its score reaches its threshold:
 the one ``04_infer`` tuned on validation and published with
 ``PUT /v1/fine_tuning/models/{id}/thresholds`` (:mod:`.fine_tuned_models`), else
-:data:`DEFAULT_THRESHOLD`. The safe label (``safe`` unless the published thresholds name
-another) is scored but never flagged: it means "nothing to flag". The response header
-``X-Moderation-Thresholds`` says which thresholds were used: ``tuned`` or ``default-0.5``.
+:data:`~moderation_helpers.core.flags.DEFAULT_THRESHOLD`. The safe label (``safe`` unless the
+published thresholds name another) is scored but never flagged: it means "nothing to flag"
+(the one rule, :func:`~moderation_helpers.core.flags.flag_mask`). The response header
+``X-Moderation-Thresholds`` says which thresholds were used: ``tuned`` (some published) or
+``default-0.5``.
 """
 
 from __future__ import annotations
@@ -17,20 +19,26 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import numpy as np
 from fastapi import APIRouter, HTTPException, Response
 
+from moderation_helpers.core.flags import (
+    DEFAULT_THRESHOLD,
+    SAFE_LABEL,
+    ThresholdTable,
+    flag_mask,
+    thresholds_table,
+)
 from moderation_helpers.factory.api.routes.chat import conversations_of
 from moderation_helpers.factory.api.routes.classifications import texts_of
 from moderation_helpers.factory.api.routes.deps import ModelsDep, StoreDep
 from moderation_helpers.factory.api.schemas import ChatClassificationIn, ClassificationIn
-from moderation_helpers.factory.serving.chat_inputs import encoder_inputs
+from moderation_helpers.factory.serving.chat_inputs import conversation_texts
 from moderation_helpers.factory.serving.scoring import Scores, score_texts_async
 from moderation_helpers.factory.store.db import Store
 
 router = APIRouter(prefix="/v1", tags=["moderations"])
 
-DEFAULT_THRESHOLD = 0.5
-DEFAULT_SAFE_LABEL = "safe"
 THRESHOLDS_HEADER = "X-Moderation-Thresholds"
 
 
@@ -54,34 +62,32 @@ def category(target: str, label: str, n_targets: int) -> str:
     return label if n_targets == 1 else f"{target}/{label}"
 
 
-def flags_rule(record: dict[str, Any]) -> tuple[dict[tuple[str, str], float], str, str]:
-    """Per ``(target, label)`` its threshold, the safe label, and ``tuned`` / ``default-0.5``."""
+def flags_rule(record: dict[str, Any]) -> tuple[ThresholdTable, str, str]:
+    """The model's thresholds (published, else the default), its safe label, and the
+    ``X-Moderation-Thresholds`` value: ``tuned`` when any was published, else ``default-0.5``."""
     meta = record.get("meta") or {}
-    published = meta.get("thresholds") or {}
-    limits = {
-        (t["name"], label): float(published.get(t["name"], {}).get(label, DEFAULT_THRESHOLD))
-        for t in record["targets"]
-        for label in t["labels"]
-    }
-    source = "tuned" if any(published.values()) else f"default-{DEFAULT_THRESHOLD}"
-    return limits, meta.get("safe_label") or DEFAULT_SAFE_LABEL, source
+    targets = {t["name"]: t["labels"] for t in record["targets"]}
+    table = thresholds_table(targets, meta.get("thresholds"), default=DEFAULT_THRESHOLD)
+    source = "tuned" if len(table.defaulted) < len(table.limits) else f"default-{table.default}"
+    return table, meta.get("safe_label") or SAFE_LABEL, source
 
 
 def moderation_out(
     record: dict[str, Any], predictions: list[Scores], response: Response
 ) -> dict[str, Any]:
     """``ModerationResponse`` for the model's scores of each input."""
-    limits, safe_label, source = flags_rule(record)
+    table, safe_label, source = flags_rule(record)
     n_targets = len(record["targets"])
-    results = []
-    for per_input in predictions:
-        scores, flags = {}, {}
-        for target, label_scores in per_input.items():
-            for label, score in label_scores.items():
+    results: list[dict[str, Any]] = [{"categories": {}, "category_scores": {}} for _ in predictions]
+    for target, label_scores in (predictions[0] if predictions else {}).items():
+        labels = list(label_scores)
+        scores = np.array([[p[target][lab] for lab in labels] for p in predictions])
+        flags = flag_mask(scores, labels, table.row(target, labels), safe_label)
+        for result, per_input, row in zip(results, predictions, flags, strict=True):
+            for label, flagged in zip(labels, row, strict=True):
                 name = category(target, label, n_targets)
-                scores[name] = score
-                flags[name] = label != safe_label and score >= limits[(target, label)]
-        results.append({"categories": flags, "category_scores": scores})
+                result["category_scores"][name] = per_input[target][label]
+                result["categories"][name] = bool(flagged)
     response.headers[THRESHOLDS_HEADER] = source
     return {"id": f"mod-{uuid.uuid4().hex}", "model": record["id"], "results": results}
 
@@ -101,5 +107,5 @@ async def moderate_chat(
 ) -> dict[str, Any]:
     conversations = conversations_of(body.inputs)
     record = moderation_model(store, body.model)
-    texts = encoder_inputs(record, conversations)
+    texts = conversation_texts(record, conversations)
     return moderation_out(record, await score_texts_async(models, record, texts), response)
