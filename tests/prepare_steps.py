@@ -2,7 +2,8 @@
 prepared run folder without starting a kernel (test_notebook_prepare runs the notebook itself).
 
 Keep the calls in step with the notebook's cells: load, threshold, balance, drop rare labels,
-figure, JSONL per split, then the summary (written last: its presence means a complete step).
+benign identity sentences added to train, figure, JSONL per split, then the summary (written
+last: its presence means a complete step).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from moderation_helpers.pages.plots.distribution import plot_distribution
+from moderation_helpers.recipe import identity_examples as ie
 from moderation_helpers.recipe import prepare, prepare_report, source
 from moderation_helpers.recipe.run_folder import (
     DISTRIBUTION_PNG,
@@ -37,6 +39,7 @@ def prepare_steps(
     text_column: str = "text",
     label_columns: Sequence[str] | None = None,
     dataset_format: str = "text",
+    identity_examples: int = 200,
 ) -> dict[str, Any]:
     """Run 01_prepare's calls with the notebook's parameters; return ``prepare_summary.json``."""
     parameters = {k: v for k, v in locals().items() if k not in ("data_source", "run_dir")}
@@ -53,10 +56,16 @@ def prepare_steps(
         for split, split_flags in flags.items()
     }
     kept, dropped = prepare.drop_rare_labels(balanced, min_label_fraction)
+    texts = {split: df[text_column] for split, df in raw.items()}
+    if identity_examples:
+        extra = ie.identity_examples(
+            identity_examples, seed=seed, labels=list(kept["train"].columns)
+        )
+        texts["train"], kept["train"] = ie.with_examples(texts["train"], kept["train"], extra)
     plot_distribution(kept, path=run_path / DISTRIBUTION_PNG)
     for split, split_flags in kept.items():
         prepare.write_split_jsonl(
-            raw[split][text_column],
+            texts[split],
             split_flags,
             run_path / SPLIT_FILES[split],
             dataset_format=dataset_format,

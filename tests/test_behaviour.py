@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -153,3 +154,19 @@ def test_cases_file_is_package_data():
     section = config.split("[tool.setuptools.package-data]", 1)[1].split("\n[", 1)[0]
     assert f'"moderation_helpers.recipe" = ["{bh.CASES_FILE}"]' in section
     assert (REPO / "moderation_helpers" / "recipe" / bh.CASES_FILE).is_file()
+
+
+def test_the_evaluation_record_is_plain_json_with_every_behaviour_and_group():
+    cases = bh.load_cases()
+    identity = bh.identity_cases()
+    flagged = cases["toxic"].to_numpy().copy()
+    flagged[0] = not flagged[0]
+    id_flags = (identity["group"] == "religion").to_numpy()
+    record = bh.evaluation_record(
+        bh.behaviour_report(cases, flagged), bh.identity_report(identity, id_flags)
+    )
+    json.dumps(record, allow_nan=False)
+    assert set(record["behaviours"]) == set(cases["behaviour"]) | {bh.OVERALL}
+    assert record["identity"]["groups"]["religion"] == 1.0
+    assert record["identity"]["spread"]["group"]["worst"] == "religion"
+    assert record["behaviours"][bh.OVERALL]["n"] == len(cases)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 
 from moderation_helpers.recipe import behaviour as bh
@@ -72,3 +73,20 @@ def test_all_of_the_pool_and_no_more():
 def test_without_labels_only_text():
     out = ie.identity_examples(5, seed=0, labels=["safe"])
     assert list(out.columns) == ["text"] and len(out) == 5
+
+
+def test_examples_are_appended_to_a_split_and_written_as_safe_lines(tmp_path):
+    from moderation_helpers.core.jsonl import read_jsonl
+    from moderation_helpers.recipe.prepare import write_split_jsonl
+
+    texts = pd.Series(["you idiot", "nice"], name="text")
+    flags = pd.DataFrame({"toxicity": [True, False], "insult": [True, False]})
+    extra = ie.identity_examples(3, seed=1, labels=["toxicity", "insult", "safe"])
+    all_texts, all_flags = ie.with_examples(texts, flags, extra)
+    assert len(all_texts) == len(all_flags) == 5
+    assert list(all_texts[:2]) == ["you idiot", "nice"] and list(all_texts[2:]) == list(extra.text)
+    write_split_jsonl(all_texts, all_flags, tmp_path / "train.jsonl")
+    lines = read_jsonl(tmp_path / "train.jsonl")
+    assert [line["labels"]["moderation"] for line in lines[2:]] == [["safe"]] * 3
+    with pytest.raises(ValueError, match="flag columns"):
+        ie.with_examples(texts, flags.assign(threat=False), extra)

@@ -164,3 +164,21 @@ def test_missing_split_is_an_error(splits, tmp_path):
             model="m",
             backend="local",
         )
+
+
+def test_figures_at_the_validation_rate_are_validation_figures_and_lower_rates_flag_less(splits):
+    truth, scores = splits
+    column = ("moderation", "toxicity")
+    at = dict.fromkeys(scores["test"].columns, 0.5)
+    own_rate = float(truth["validation"][column].mean())
+    same = te.figures_table(truth, scores, at, {c: own_rate for c in at})
+    assert same.at[column, (te.AT_RATE, "flagged")] == pytest.approx(
+        same.at[column, ("validation", "flagged")]
+    )
+    assert same.at[column, (te.AT_RATE, "precision")] == pytest.approx(
+        same.at[column, ("validation", "precision")]
+    )
+    lower = te.figures_table(truth, scores, at, {c: own_rate / 4 for c in at})
+    assert lower.at[column, (te.AT_RATE, "flagged")] < same.at[column, (te.AT_RATE, "flagged")]
+    assert lower.at[column, (te.AT_RATE, "precision")] < same.at[column, (te.AT_RATE, "precision")]
+    assert (te.AT_RATE, "flagged") not in te.figures_table(truth, scores, at).columns

@@ -31,6 +31,7 @@ from matplotlib.figure import Figure
 from sklearn.metrics import precision_recall_curve
 
 from moderation_helpers.core.flags import SAFE_LABEL, reaches
+from moderation_helpers.recipe.base_rate import expected_metrics
 from moderation_helpers.recipe.evaluate import label_metrics
 from moderation_helpers.recipe.moderate import save_thresholds, thresholds_record
 from moderation_helpers.recipe.predictions import predict
@@ -38,6 +39,7 @@ from moderation_helpers.recipe.predictions import predict
 Column = tuple[str, str]
 SPLITS = ("validation", "test")
 FIGURES = ("precision", "recall", "f1", "flagged")
+AT_RATE = "at base rate"  # figures expected on traffic at the label's base rate
 EXPLORER_SOURCE = "explorer"
 
 
@@ -57,11 +59,14 @@ def figures_table(
     truth: Mapping[str, pd.DataFrame],
     scores: Mapping[str, pd.DataFrame],
     thresholds: Mapping[Column, float],
+    base_rates: Mapping[Column, float] | None = None,
 ) -> pd.DataFrame:
     """One row per ``(target, label)``: its threshold, then every figure per split.
 
     Columns are ``("", "threshold")`` and ``(split, figure)`` for the splits in ``scores``.
     The share flagged is computed with :func:`predictions.predict`, the rule ``moderate()`` uses.
+    With ``base_rates``, ``("at base rate", "flagged" | "precision")`` add what validation's
+    recall and false-positive rate mean on traffic at each label's base rate.
     """
     columns = list(next(iter(scores.values())).columns)
     rows: dict[Column, dict[tuple[str, str], Any]] = {
@@ -73,6 +78,15 @@ def figures_table(
             figures = threshold_figures(truth[split][column], frame[column], thresholds[column])
             figures["flagged"] = float(flagged[column]) if len(frame) else 0.0
             rows[column].update({(split, name): figures[name] for name in FIGURES})
+    for column in columns if base_rates else ():
+        expected = expected_metrics(
+            truth["validation"][column].to_numpy(),
+            scores["validation"][column].to_numpy(),
+            thresholds[column],
+            base_rates[column],
+        )
+        rows[column][(AT_RATE, "flagged")] = expected["expected_flag_rate"]
+        rows[column][(AT_RATE, "precision")] = expected["expected_precision"]
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index = pd.MultiIndex.from_tuples(columns, names=["target", "label"])
     table.columns = pd.MultiIndex.from_tuples(table.columns)
@@ -137,6 +151,9 @@ def _figures_html(table: pd.DataFrame, *, styled: bool = False) -> str:
 class ThresholdExplorer:
     """A slider per label over the validation and test figures, and a button that saves.
 
+    ``base_rates`` (``{(target, label): share of positives in the traffic}``) adds, per label,
+    the share of comments it would flag and its precision on such traffic.
+
     ``thresholds`` is the table of :func:`evaluate.best_f1_thresholds` (column ``threshold``,
     indexed by ``(target, label)``); the sliders start there. Saving writes ``thresholds.json``
     into ``run_dir`` with :func:`moderation.thresholds_record`, and updates ``thresholds`` in
@@ -154,6 +171,7 @@ class ThresholdExplorer:
         model: str,
         backend: str,
         safe_label: str = SAFE_LABEL,
+        base_rates: Mapping[Column, float] | None = None,
     ) -> None:
         missing = [s for s in SPLITS if s not in scores or s not in truth]
         if missing:
@@ -164,6 +182,7 @@ class ThresholdExplorer:
         self.columns: list[Column] = list(self.scores["validation"].columns)
         self.run_dir, self.model, self.backend = run_dir, model, backend
         self.safe_label = safe_label
+        self.base_rates = dict(base_rates) if base_rates else None
         self.initial = {c: float(thresholds.at[c, "threshold"]) for c in self.columns}
         self._widget: widgets.Widget | None = None
 
@@ -176,7 +195,7 @@ class ThresholdExplorer:
 
     def table(self, thresholds: Mapping[Column, float] | None = None) -> pd.DataFrame:
         """The figures of every label at ``thresholds`` (default: the sliders' values)."""
-        return figures_table(self.truth, self.scores, thresholds or self.current)
+        return figures_table(self.truth, self.scores, thresholds or self.current, self.base_rates)
 
     def save(self, thresholds: Mapping[Column, float] | None = None) -> os.PathLike:
         """Save ``thresholds`` (default: the sliders' values) as the run's thresholds.json."""

@@ -215,6 +215,34 @@ def identity_spread(report: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("level")
 
 
+def _plain(value: Any) -> Any:
+    """A JSON-ready scalar: numpy numbers as Python ones, NaN as None."""
+    value = value.item() if hasattr(value, "item") else value
+    return None if isinstance(value, float) and np.isnan(value) else value
+
+
+def evaluation_record(behaviours: pd.DataFrame, identity: pd.DataFrame) -> dict[str, Any]:
+    """The behaviour and identity figures as ``evaluation.json`` keeps them (and the model
+    card shows them): per behaviour ``toxic``, ``n``, ``accuracy``, ``flag_rate``; per identity
+    group and term its false-positive rate; and the spread across terms and groups."""
+    spread = identity_spread(identity)
+    fields = ("toxic", "n", "accuracy", "flag_rate")
+    return {
+        "behaviours": {
+            name: {f: _plain(row[f]) for f in fields} for name, row in behaviours.iterrows()
+        },
+        "identity": {
+            "fpr": _plain(identity.loc[(OVERALL, OVERALL), "fpr"]),
+            "n": _plain(identity.loc[(OVERALL, OVERALL), "n"]),
+            "groups": {g: _plain(v) for g, v in identity.loc["group", "fpr"].items()},
+            "terms": {g: _plain(v) for g, v in identity.loc["term", "fpr"].items()},
+            "spread": {
+                level: {k: _plain(v) for k, v in row.items()} for level, row in spread.iterrows()
+            },
+        },
+    }
+
+
 def markdown_table(frame: pd.DataFrame, digits: int = 2, *, index: bool = True) -> str:
     """A GitHub markdown table (index first unless ``index=False``), floats rounded; no
     dependency on tabulate."""

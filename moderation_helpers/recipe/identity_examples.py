@@ -147,3 +147,19 @@ def identity_examples(
     for column in columns:
         out[column] = np.zeros(n, dtype=bool)
     return out
+
+
+def with_examples(
+    texts: pd.Series, flags: pd.DataFrame, examples: pd.DataFrame, *, prefix: str = "identity"
+) -> tuple[pd.Series, pd.DataFrame]:
+    """``texts`` and ``flags`` (one split) with ``examples`` (``text`` + the same flag columns,
+    as :func:`identity_examples` makes them) appended as new rows labelled ``prefix-N``."""
+    missing = [c for c in flags.columns if c not in examples.columns]
+    if missing:
+        raise ValueError(f"the examples lack the flag columns {missing}")
+    index = pd.Index([f"{prefix}-{i}" for i in range(len(examples))])
+    added = examples.set_axis(index)
+    return (
+        pd.concat([texts, added["text"].rename(texts.name)]),
+        pd.concat([flags, added[list(flags.columns)].astype(flags.dtypes.to_dict())]),
+    )
