@@ -90,3 +90,12 @@ def test_examples_are_appended_to_a_split_and_written_as_safe_lines(tmp_path):
     assert [line["labels"]["moderation"] for line in lines[2:]] == [["safe"]] * 3
     with pytest.raises(ValueError, match="flag columns"):
         ie.with_examples(texts, flags.assign(threat=False), extra)
+
+
+def test_attacks_are_flagged_with_the_attack_labels_the_model_has_and_stay_out_of_the_suite():
+    attacks = ie.identity_attacks(30, seed=3, labels=["toxicity", "insult", "threat", "safe"])
+    assert len(attacks) == 30 and attacks["text"].is_unique
+    assert attacks[["toxicity", "insult"]].all().all() and not attacks["threat"].any()
+    assert "safe" not in attacks.columns
+    suite = set(bh.load_cases()["text"])
+    assert not suite & set(ie.example_pool({"attack": ie.ATTACK_TEMPLATES})["text"])

@@ -100,6 +100,20 @@ POSITIVE_TEMPLATES: tuple[str, ...] = (
     "Welcoming {people} into our church has made it a warmer place.",
 )
 
+# Clear attacks on a group for who they are: the counterweight, so that the model learns that
+# an attack is toxic, not the identity word (flagged with ATTACK_LABELS).
+ATTACK_TEMPLATES: tuple[str, ...] = (
+    "{people} ruin every town they move into, get rid of them.",
+    "Filthy {people} like you should crawl back under your rock.",
+    "I wouldn't trust {a_term} with anything, they're all liars and thieves.",
+    "Keep those worthless {people} away from our kids.",
+    "{people} are nothing but a burden and a disgrace.",
+    "Shut up, you braindead {term} clown.",
+    "No decent person wants {people} around, they are garbage.",
+    "You're {a_term} moron, just like the rest of your kind.",
+)
+ATTACK_LABELS = ("toxicity", "insult", "identity_attack")
+
 TEMPLATES = {"neutral": NEUTRAL_TEMPLATES, "positive": POSITIVE_TEMPLATES}
 
 
@@ -107,12 +121,13 @@ def _indefinite(term: str) -> str:
     return f"{'an' if term[:1].lower() in 'aeiou' else 'a'} {term}"
 
 
-def example_pool() -> pd.DataFrame:
+def example_pool(templates: dict[str, Sequence[str]] = TEMPLATES) -> pd.DataFrame:
     """Every template filled with every term: columns ``text``, ``term``, ``group``,
-    ``template_kind``; the pool :func:`identity_examples` draws from."""
+    ``template_kind``; the pool :func:`identity_examples` draws from (the benign templates by
+    default)."""
     rows = []
-    for kind, templates in TEMPLATES.items():
-        for template in templates:
+    for kind, kind_templates in templates.items():
+        for template in kind_templates:
             for term, people, group in TERMS:
                 text = template.format(term=term, a_term=_indefinite(term), people=people)
                 rows.append((text[:1].upper() + text[1:], term, group, kind))
@@ -134,7 +149,29 @@ def identity_examples(
     :func:`example_pool` (neutral and positive templates alike); the same ``seed`` gives the
     same rows in the same order. Raises ValueError when ``n`` exceeds the pool.
     """
-    pool = example_pool()
+    return _draw(example_pool(), n, seed, labels, safe_label, flagged=())
+
+
+def identity_attacks(
+    n: int,
+    seed: int,
+    labels: Sequence[str],
+    safe_label: str = SAFE_LABEL,
+) -> pd.DataFrame:
+    """``n`` distinct attacks on a group (:data:`ATTACK_TEMPLATES`), flagged with those of
+    :data:`ATTACK_LABELS` that ``labels`` has; otherwise like :func:`identity_examples`."""
+    pool = example_pool({"attack": ATTACK_TEMPLATES})
+    return _draw(pool, n, seed, labels, safe_label, flagged=ATTACK_LABELS)
+
+
+def _draw(
+    pool: pd.DataFrame,
+    n: int,
+    seed: int,
+    labels: Sequence[str],
+    safe_label: str,
+    flagged: Sequence[str],
+) -> pd.DataFrame:
     if not 0 <= n <= len(pool):
         raise ValueError(f"n must be between 0 and {len(pool)} (the template pool), got {n}")
     columns = [str(label) for label in labels if label != safe_label]
@@ -145,7 +182,7 @@ def identity_examples(
     picks = np.random.default_rng(seed).choice(len(pool), size=n, replace=False)
     out = pd.DataFrame({"text": pool["text"].to_numpy()[picks]})
     for column in columns:
-        out[column] = np.zeros(n, dtype=bool)
+        out[column] = np.full(n, column in flagged, dtype=bool)
     return out
 
 
