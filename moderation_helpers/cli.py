@@ -197,25 +197,44 @@ def docs_main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _export(model_id: str, out: Path, store: Path, *, int8: bool, run_dir: Path | None) -> int:
-    """``export``: the model folder, or a one-line reason why not (exit status 1)."""
+def _export(model_id: str, out: Path, args: argparse.Namespace) -> int:
+    """``export``: the model folder, from the factory at ``--server`` (through its API) or
+    straight from a store (``--store``, else the default one), or a one-line reason why not
+    (exit status 1)."""
     from moderation_helpers.export.onnx import ExportRefused
-    from moderation_helpers.factory.exports import export_from_store
-    from moderation_helpers.recipe.deploy import export_inputs
+    from moderation_helpers.recipe.deploy import (
+        FolderFetchError,
+        add_run_documents,
+        export_inputs,
+        fetch_model_folder,
+        run_thresholds,
+    )
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     try:
-        inputs = export_inputs(run_dir)
-        folder = export_from_store(store, model_id, out, int8=int8, **inputs)
-    except (ExportRefused, FileExistsError, FileNotFoundError) as exc:
+        if args.server:
+            if args.run_dir is not None:
+                run_thresholds(args.run_dir, model_id)  # refused before anything is fetched
+            folder = fetch_model_folder(args.server, model_id, out)
+            if args.run_dir is not None:
+                add_run_documents(folder, args.run_dir)
+        else:
+            from moderation_helpers.factory.exports import export_from_store
+
+            store = args.store.expanduser() if args.store else default_store()
+            inputs = export_inputs(args.run_dir)
+            folder = export_from_store(store, model_id, out, int8=args.int8, **inputs)
+    except (ExportRefused, FolderFetchError, FileExistsError, FileNotFoundError) as exc:
         print(f"export refused: {exc}", file=sys.stderr)
+        return 1
+    except ConnectionError as exc:
+        print(f"export failed: {exc}", file=sys.stderr)
         return 1
     print(f"exported {model_id} to {folder}")
     return 0
 
 
-def factory_main(argv: list[str] | None = None) -> int:
-    """Entry point: ``serve``, ``status``, ``stop``, ``export`` (and the internal ``_train``)."""
+def _factory_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="moderation-factory", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p_serve = sub.add_parser("serve", help="run the server in the foreground")
@@ -242,15 +261,33 @@ def factory_main(argv: list[str] | None = None) -> int:
     )
     p_export.add_argument("model_id", help="fine-tuned model id (ft:classifier:...)")
     p_export.add_argument("--out", type=Path, required=True, help="new or empty folder")
-    p_export.add_argument("--int8", action="store_true", help="add the int8 quantized model")
+    p_export.add_argument(
+        "--int8",
+        action="store_true",
+        help="add the int8 quantized model (a folder fetched with --server always has it)",
+    )
     p_export.add_argument(
         "--run-dir", type=Path, default=None, help="run folder: thresholds, evaluation, data"
+    )
+    p_export.add_argument(
+        "--server",
+        default=None,
+        help="URL of the factory holding the model: fetch its folder through the API "
+        f"(token from ${FACTORY_TOKEN_ENV}); without it, export straight from --store",
     )
     p_train = sub.add_parser("_train", help=argparse.SUPPRESS)
     p_train.add_argument("--job", required=True)
     p_train.add_argument("--parent", type=int, default=None, help="the server's pid")
     for p in (p_serve, p_status, p_stop, p_export, p_train):
         p.add_argument("--store", type=Path, default=None, help="store folder")
+    return parser
+
+
+def factory_main(argv: list[str] | None = None) -> int:
+    """Entry point: ``serve``, ``status``, ``stop``, ``export`` (and the internal ``_train``)."""
+    from moderation_helpers.factory.config import ServingConfig
+
+    parser = _factory_parser()
     args = parser.parse_args(argv)
     store = args.store.expanduser() if args.store else default_store()
 
@@ -261,7 +298,9 @@ def factory_main(argv: list[str] | None = None) -> int:
         serve(args.host, args.port, store, args.token_env, ServingConfig.from_env(**overrides))
         return 0
     if args.command == "export":
-        return _export(args.model_id, args.out, store, int8=args.int8, run_dir=args.run_dir)
+        if args.server and args.store:
+            parser.error("export: give --server (through the API) or --store, not both")
+        return _export(args.model_id, args.out, args)
     if args.command == "_train":
         from moderation_helpers.factory.queue.training import run_training
 

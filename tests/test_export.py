@@ -179,3 +179,41 @@ def test_classifier_json_errors_name_the_field(exported_model):
         validate_classifier(record, "x/classifier.json")
     with pytest.raises(ModelFolderError, match="format_version"):
         validate_classifier({**record, "format_version": 99})
+
+
+def test_cli_export_through_the_server_needs_no_store(
+    factory, trained_job, test_texts, tmp_path, monkeypatch, capsys
+):
+    """``export --server``: the folder comes through the API; no store on this machine."""
+    _, job = trained_job
+    nowhere = tmp_path / "no-store"
+    monkeypatch.setenv("MODERATION_FACTORY_STORE", str(nowhere))
+    server = ["--server", factory.url]
+    out = tmp_path / "fetched"
+    assert factory_main(["export", job.fine_tuned_model, "--out", str(out), *server]) == 0
+    assert not nowhere.exists()
+    assert {MODEL_ONNX, MODEL_INT8_ONNX, CLASSIFIER_JSON, MODEL_CARD} <= {
+        p.name for p in out.iterdir()
+    }
+    decisions = Moderator.load(out).moderate(test_texts[:10])
+    assert len(decisions) == 10
+
+    run = tmp_path / "run"
+    run.mkdir()
+    targets = {t.name: dict.fromkeys(t.labels, 0.25) for t in job.classifier_targets}
+    tuned = {"model": job.fine_tuned_model, "safe_label": "safe", "thresholds": targets}
+    (run / THRESHOLDS_JSON).write_text(json.dumps(tuned))
+    with_run = ["--out", str(tmp_path / "with-run"), "--run-dir", str(run), *server]
+    assert factory_main(["export", job.fine_tuned_model, *with_run]) == 0
+    assert json.loads((tmp_path / "with-run" / THRESHOLDS_JSON).read_text()) == tuned
+    assert len(Moderator.load(tmp_path / "with-run").moderate(test_texts[:10])) == 10
+
+    (run / THRESHOLDS_JSON).write_text(json.dumps({**tuned, "model": "ft:other"}))
+    refused = ["--out", str(tmp_path / "refused"), "--run-dir", str(run), *server]
+    assert factory_main(["export", job.fine_tuned_model, *refused]) == 1
+    assert "tuned for model 'ft:other'" in capsys.readouterr().err
+    assert factory_main(["export", "ft:nope", "--out", str(tmp_path / "nope"), *server]) == 1
+    assert "404" in capsys.readouterr().err
+    assert not (tmp_path / "refused").exists() and not (tmp_path / "nope").exists()
+    with pytest.raises(SystemExit):
+        factory_main(["export", "ft:nope", "--out", str(out), *server, "--store", str(nowhere)])

@@ -1,5 +1,7 @@
 """05_deploy executed headless (papermill, then nbmake over the same run folder) on the small
-job trained by the fixtures.
+job trained by the fixtures, in the session's factory: a store of its own (not the default) on a
+free port (not 8765). 05 finds it only by the ``server_url`` of ``job.json``: the kernel's
+environment points the factory URL and store elsewhere.
 
 The run folder is the prepare step's files, a ``job.json`` of the trained job and a
 ``thresholds.json`` as 04_infer leaves them. Checks: the exported folder (fp32 and int8), the
@@ -13,6 +15,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import nbformat
 import numpy as np
@@ -22,6 +25,12 @@ from nbmake.nb_run import NotebookRun
 from papermill.iorw import load_notebook_node
 from papermill.parameterize import parameterize_notebook
 
+from moderation_helpers.core.env import (
+    DEFAULT_PORT,
+    FACTORY_STORE_ENV,
+    FACTORY_URL_ENV,
+    default_store,
+)
 from moderation_helpers.core.jsonl import read_jsonl
 from moderation_helpers.corpus.files import read_moderated
 from moderation_helpers.pages.plots.speed import SPEED_PNG
@@ -30,6 +39,7 @@ from moderation_helpers.recipe.deploy import exported_model_id
 from moderation_helpers.recipe.moderate import save_thresholds
 from moderation_helpers.recipe.run_folder import (
     DEPLOY_JSON,
+    JOB_JSON,
     MODEL_DIR,
     MODERATED_DIR,
     PREPARE_SUMMARY,
@@ -66,13 +76,28 @@ def run_dir(prepared_run_dir, trained_job, factory, tmp_path_factory) -> Path:
     return run
 
 
+@pytest.fixture
+def elsewhere(factory, run_dir, monkeypatch, tmp_path):
+    """The factory is found only through job.json: the kernel's environment names another
+    URL (nothing answers there) and an empty store."""
+    assert urlsplit(factory.url).port != DEFAULT_PORT
+    assert Path(factory.store).resolve() != default_store().resolve()
+    assert read_record(run_dir, JOB_JSON)["server_url"] == factory.url
+    monkeypatch.setenv(FACTORY_URL_ENV, "http://127.0.0.1:9")
+    monkeypatch.setenv(FACTORY_STORE_ENV, str(tmp_path / "no-store"))
+    yield
+    assert not (tmp_path / "no-store").exists()
+
+
 def assert_deployed(run: Path, model: str) -> dict:
     """What 05_deploy leaves in the run folder."""
     from moderation_helpers.model.moderator import Moderator
 
     model_dir = run / MODEL_DIR
     assert exported_model_id(model_dir) == model
-    assert (model_dir / "model.int8.onnx").is_file() and (model_dir / "thresholds.json").is_file()
+    assert (model_dir / "model.int8.onnx").is_file()
+    tuned = json.loads((model_dir / "thresholds.json").read_text(encoding="utf-8"))
+    assert tuned == read_record(run, "thresholds.json")  # the run's, over any published ones
     deployed = read_record(run, DEPLOY_JSON)
     test_texts = [ex["text"] for ex in read_jsonl(run / SPLIT_FILES["test"])]
     corpus = deployed["corpus"]
@@ -97,13 +122,13 @@ def assert_deployed(run: Path, model: str) -> dict:
     return deployed
 
 
-def test_deploy_with_papermill(run_dir, trained_job, factory, monkeypatch):
+def test_deploy_with_papermill(run_dir, trained_job, elsewhere, monkeypatch):
     monkeypatch.delenv("MISTRAL_API_KEY", raising=False)
     output = run_dir / "05_deploy.ipynb"
     papermill.execute_notebook(
         str(NOTEBOOK),
         str(output),
-        parameters={"run_dir": str(run_dir), "store": str(factory.store), "speed_texts": 32},
+        parameters={"run_dir": str(run_dir), "speed_texts": 32},
         progress_bar=False,
         cwd=str(REPO),
     )
@@ -112,10 +137,10 @@ def test_deploy_with_papermill(run_dir, trained_job, factory, monkeypatch):
     assert "rows written of" in shown and "factory not reachable" not in shown
 
 
-def test_deploy_again_with_nbmake_keeps_the_export(run_dir, trained_job, factory):
+def test_deploy_again_with_nbmake_keeps_the_export(run_dir, trained_job, elsewhere):
     exported = (run_dir / MODEL_DIR / "model.onnx").stat().st_mtime_ns
     nb = load_notebook_node(str(NOTEBOOK))
-    parameters = {"run_dir": str(run_dir), "store": str(factory.store), "speed_texts": 16}
+    parameters = {"run_dir": str(run_dir), "speed_texts": 16}
     copy = run_dir.parent / "05_deploy.parameterized.ipynb"
     nbformat.write(parameterize_notebook(nb, parameters, kernel_name="python3"), copy)
     result = NotebookRun(copy, default_timeout=900).execute()

@@ -5,9 +5,11 @@ fine-tuning jobs, fine-tuned models, classifications and moderations, in the sha
 This module only assembles the app: the shared state (store, scheduler, loaded models), the
 lifespan that starts and stops the job queue, the token check, and one router per resource
 (``routes/``: find a route by its path): ``files`` (/v1/files), ``jobs`` (/v1/fine_tuning/jobs),
-``fine_tuned_models`` (/v1/fine_tuning/models), ``models`` (/v1/models), ``classifications``
-(/v1/classifications, /v1/chat/classifications), ``moderations`` (/v1/moderations,
-/v1/chat/moderations). Any other /v1 path answers a 404 that says it is not implemented here.
+``fine_tuned_models`` (/v1/fine_tuning/models), ``model_folder`` (a local extension:
+/v1/fine_tuning/models/{id}/folder, the exported model folder as one archive), ``models``
+(/v1/models), ``classifications`` (/v1/classifications, /v1/chat/classifications),
+``moderations`` (/v1/moderations, /v1/chat/moderations). Any other /v1 path answers a 404 that
+says it is not implemented here.
 
 Errors are the API's: 404 for an unknown id, 422 with a ``detail`` whose ``loc`` names the field,
 409 for an action the job's status does not allow, 401 when a token is configured and the
@@ -33,6 +35,7 @@ from moderation_helpers.factory.api.routes import (
     files,
     fine_tuned_models,
     jobs,
+    model_folder,
     models,
     moderations,
 )
@@ -91,7 +94,8 @@ def create_app(
     app.state.scheduler = scheduler
     app.state.config = config
     app.state.models = model_cache
-    for module in (files, jobs, fine_tuned_models, models, classifications, moderations):
+    routers = (files, jobs, fine_tuned_models, model_folder, models, classifications, moderations)
+    for module in routers:
         app.include_router(
             module.router, dependencies=[Depends(check_token), Depends(reject_unknown_query)]
         )
