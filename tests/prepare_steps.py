@@ -39,7 +39,8 @@ def prepare_steps(
     text_column: str = "text",
     label_columns: Sequence[str] | None = None,
     dataset_format: str = "text",
-    identity_examples: int = 200,
+    identity_examples: int = 150,
+    identity_attacks: int = 40,
 ) -> dict[str, Any]:
     """Run 01_prepare's calls with the notebook's parameters; return ``prepare_summary.json``."""
     parameters = {k: v for k, v in locals().items() if k not in ("data_source", "run_dir")}
@@ -57,11 +58,16 @@ def prepare_steps(
     }
     kept, dropped = prepare.drop_rare_labels(balanced, min_label_fraction)
     texts = {split: df[text_column] for split, df in raw.items()}
-    if identity_examples:
-        extra = ie.identity_examples(
-            identity_examples, seed=seed, labels=list(kept["train"].columns)
-        )
-        texts["train"], kept["train"] = ie.with_examples(texts["train"], kept["train"], extra)
+    columns = list(kept["train"].columns)
+    for n, make, kind in (
+        (identity_examples, ie.identity_examples, "identity"),
+        (identity_attacks, ie.identity_attacks, "attack"),
+    ):
+        if n:
+            extra = make(n, seed=seed, labels=columns)
+            texts["train"], kept["train"] = ie.with_examples(
+                texts["train"], kept["train"], extra, prefix=kind
+            )
     plot_distribution(kept, path=run_path / DISTRIBUTION_PNG)
     for split, split_flags in kept.items():
         prepare.write_split_jsonl(
