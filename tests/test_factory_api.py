@@ -157,6 +157,10 @@ def test_bad_requests_are_422_naming_the_field(http, sdk):
         "/v1/files", files={"file": ("t.jsonl", b"{}\n")}, data={"purpose": "batch"}
     )
     assert "purpose" in loc_fields(bad_purpose)
+    # An empty form field is a value outside the spec's enum, not an absent one.
+    for field in ("purpose", "visibility"):
+        sent = http.post("/v1/files", files={"file": ("t.jsonl", b"{}\n")}, data={field: ""})
+        assert field in loc_fields(sent), field
     # Nothing was created by the rejected requests.
     assert sdk.fine_tuning.jobs.list().total == 0
 

@@ -33,18 +33,25 @@ MimeType = Annotated[str, StringConstraints(pattern=r"^[\w.+-]+/[\w.+*-]+$", max
 signed_router = APIRouter(prefix="/v1/files", tags=["files"])
 
 MAX_URL_HOURS = 24 * 7
+VISIBILITIES = ("workspace", "user")
 
 
 @router.post("")
 async def upload_file(
     store: StoreDep,
+    request: Request,
     file: UploadFile = File(...),  # noqa: B008 (FastAPI's declaration style)
     purpose: str = Form("fine-tune"),
     expiry: int | None = Form(None),
     visibility: str | None = Form(None),
 ) -> dict[str, Any]:
+    # FastAPI reads an empty form field as an absent one (its default): check what was sent.
+    form = await request.form()
+    purpose, visibility = form.get("purpose", purpose), form.get("visibility", visibility)
     if purpose != "fine-tune":
         raise invalid(["purpose"], "the local factory only takes purpose 'fine-tune'", purpose)
+    if visibility is not None and visibility not in VISIBILITIES:
+        raise invalid(["visibility"], f"expected one of {list(VISIBILITIES)}", visibility)
     # The body's size was checked as it streamed in (limits.BodyLimitMiddleware); the spooled
     # upload is copied into the store in a thread, never held whole in memory.
     if not file.size:
