@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_factory import DEFAULT_SOURCE, load_average, prepare, train_job  # noqa: E402
+from bench_load import cpu_model, first_request  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BASELINE_BATCH = 32
@@ -60,17 +60,6 @@ print(json.dumps({"load_seconds": load, "seconds": seconds, "texts": len(texts),
     "rss_mb": int(status["VmHWM"].split()[0]) / 1024,
     "torch_imported": "torch" in sys.modules, "provider": m.providers[0]}))
 """
-
-
-def cpu_name() -> str:
-    """The CPU model, from /proc/cpuinfo where there is one."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def mirror_texts(source: Path, splits: Sequence[str]) -> list[str]:
@@ -154,6 +143,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--texts", type=int, default=1000, help="texts timed per engine")
     parser.add_argument("--corpus-rows", type=int, default=200_000, help="Ray corpus size")
     parser.add_argument("--ray-variant", choices=("fp32", "int8"), default="int8")
+    parser.add_argument("--graph", choices=("auto", "fp32", "int8"), help="the factory's graph")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
 
@@ -171,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from moderation_helpers.recipe.evaluate import classify_texts
 
     load_before = load_average()
-    figures: dict[str, Any] = {"cpu": cpu_name(), "cores": os.cpu_count()}
+    figures: dict[str, Any] = {"cpu": cpu_model()}
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
         workdir = Path(tmp)
         run_dir = prepare(args.run_dir, args.source, workdir)
@@ -182,6 +172,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         texts_file = workdir / "texts.json"
         texts_file.write_text(json.dumps(texts), encoding="utf-8")
 
+        if args.graph:
+            os.environ["MODERATION_FACTORY_GRAPH"] = args.graph
         handle = start_factory(store, port=0)
         try:
             client = connect("local", server_url=handle.url, start_local=False).client
@@ -197,6 +189,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 inputs = export_inputs(run_dir) if thresholds else {}
                 export_from_store(store, model, model_dir, int8=True, **inputs)
                 figures["export_seconds"] = time.perf_counter() - started
+            figures["graph"] = first_request(handle.url, model, texts)["graph"]
             figures["factory_sdk"] = texts_per_second(
                 lambda t: classify_texts(client, model, t, batch_size=SDK_BATCH, progress=False),
                 texts,
@@ -253,7 +246,7 @@ def print_table(f: dict[str, Any], args: argparse.Namespace) -> None:
         ),
         ("moderate-corpus on Ray, scoring only", ray["scoring_texts_per_second"], ""),
     ]
-    print(f"CPU: {f['cpu']} ({f['cores']} cores); model {f['model']} (seq_len {f['seq_len']})")
+    print(f"CPU: {f['cpu']}; model {f['model']} (seq_len {f['seq_len']}); graph {f['graph']}")
     print(f"load average (1 min) before / after: {f['load_average'][0]} / {f['load_average'][1]}")
     print(f"texts: {args.texts} validation+test comments of the mirror, the same for every engine")
     print()

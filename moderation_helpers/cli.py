@@ -245,12 +245,13 @@ def _factory_parser() -> argparse.ArgumentParser:
         default=FACTORY_TOKEN_ENV,
         help="environment variable holding the Bearer token to require (unset: no token)",
     )
-    from moderation_helpers.factory.config import ServingConfig, env_name
+    from moderation_helpers.factory.config import GRAPHS, ServingConfig, env_name
 
     for f in fields(ServingConfig):
         p_serve.add_argument(
             "--" + f.name.replace("_", "-"),
-            type=float if f.type == "float" else int,
+            type={"float": float, "str": str}.get(f.type, int),
+            choices=GRAPHS if f.name == "graph" else None,
             default=None,
             help=f"default {getattr(ServingConfig(), f.name)} or ${env_name(f.name)}",
         )

@@ -44,7 +44,16 @@ def factory(tmp_path_factory):
     """
     from moderation_helpers.factory.process import start_factory, stop_factory
 
-    handle = start_factory(tmp_path_factory.mktemp("factory-store"), port=0)
+    # fp32 pinned: tests compare the factory's scores with the exported fp32 graph's (1e-4).
+    graph = os.environ.get("MODERATION_FACTORY_GRAPH")
+    os.environ["MODERATION_FACTORY_GRAPH"] = "fp32"
+    try:
+        handle = start_factory(tmp_path_factory.mktemp("factory-store"), port=0)
+    finally:
+        if graph is None:
+            os.environ.pop("MODERATION_FACTORY_GRAPH")
+        else:
+            os.environ["MODERATION_FACTORY_GRAPH"] = graph
     previous = os.environ.get("MODERATION_FACTORY_URL")
     os.environ["MODERATION_FACTORY_URL"] = handle.url
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -217,3 +218,35 @@ def test_cli_export_through_the_server_needs_no_store(
     assert not (tmp_path / "refused").exists() and not (tmp_path / "nope").exists()
     with pytest.raises(SystemExit):
         factory_main(["export", "ft:nope", "--out", str(out), *server, "--store", str(nowhere)])
+
+
+def test_a_finished_job_leaves_its_exported_folder(factory, trained_job):
+    from moderation_helpers.factory.exports import EXPORT_DIR, exported_folder
+    from moderation_helpers.factory.serving.runtime import RUNTIME_JSON
+
+    _, job = trained_job
+    store = Store(factory.store)
+    model_dir = Path(store.get_model(job.fine_tuned_model)["path"])
+    folder = exported_folder(store, job.fine_tuned_model)
+    assert folder == model_dir / EXPORT_DIR
+    record = read_classifier(folder)
+    assert record["model_id"] == job.fine_tuned_model
+    assert (folder / MODEL_ONNX).is_file() and (folder / MODEL_INT8_ONNX).is_file()
+    int8 = record["variants"]["int8"]
+    assert isinstance(int8["auc_cost_vs_fp32"], float)  # measured on the validation file
+    assert record["validation"]["texts"] == 100
+    assert "## Quantization" in (folder / MODEL_CARD).read_text()
+    assert (model_dir / RUNTIME_JSON).is_file()  # calibrated in training, not at a request
+    with pytest.raises(ExportRefused):
+        exported_folder(store, "ft:classifier:unknown")
+
+
+def test_the_pinned_factory_answers_with_the_fp32_graph(factory, trained_job):
+    import httpx
+
+    _, job = trained_job
+    body = {"model": job.fine_tuned_model, "input": ["you idiot", "hello"]}
+    for route in ("/v1/classifications", "/v1/moderations"):
+        response = httpx.post(factory.url + route, json=body, timeout=60)
+        assert response.status_code == 200, response.text
+        assert response.headers["X-Moderation-Graph"] == "fp32"

@@ -135,7 +135,7 @@ def test_a_model_that_fails_to_load_fails_its_requests_and_is_replaced():
 def test_evicted_model_answers_what_it_holds_then_stops(monkeypatch):
     gate = threading.Event()
     runtime = FakeRuntime(gate)
-    monkeypatch.setattr(model_cache, "load_runtime", lambda path, cache=None: runtime)
+    monkeypatch.setattr(model_cache, "load_runtime", lambda *args, **kwargs: runtime)
     cache = model_cache.ModelCache(size=1)
     batcher = cache.batcher("m1", "unused")
     pending = batcher.submit(["held"])
@@ -151,7 +151,7 @@ def test_evicted_model_answers_what_it_holds_then_stops(monkeypatch):
 # -- through the HTTP route ------------------------------------------------------------------
 def app_with_model(tmp_path, monkeypatch, runtime, **config):
     """The factory app (no scheduler) holding one registered model that ``runtime`` serves."""
-    monkeypatch.setattr(model_cache, "load_runtime", lambda path, cache=None: runtime)
+    monkeypatch.setattr(model_cache, "load_runtime", lambda *args, **kwargs: runtime)
     store = Store(tmp_path / "store")
     targets = [{"name": "moderation", "labels": ["safe", "toxic"]}]
     store.add_model(MODEL_ID, "job", "ministral-3b-latest", targets, tmp_path / "weights")
@@ -270,3 +270,80 @@ def test_waiting_requests_hold_no_thread(tmp_path, monkeypatch):
     # Answered while the model still held the first batch: no thread was waiting on it.
     assert calls_while_listing == 1
     assert [r.status_code for r in done] == [200] * 50
+
+
+# -- tokenize once, and the graph header ---------------------------------------------------
+class EncodingRuntime(FakeRuntime):
+    """A runtime that encodes (as the Moderator does): counts its tokenizer calls and records
+    what it is handed to score."""
+
+    variant = "int8"
+
+    def __init__(self):
+        super().__init__()
+        self.encoded: list[list[str]] = []
+        self.scored: list[list] = []
+
+    def encode(self, texts):
+        self.encoded.append(list(texts))
+        return [[101, *range(len(t)), 102] for t in texts]  # one "token" per character
+
+    def predict_encoded(self, ids):
+        self.scored.append(list(ids))
+        return [{"moderation": {"toxic": (len(i) - 2) / 100, "safe": 1.0}} for i in ids]
+
+    def predict(self, texts):
+        raise AssertionError("texts must not be scored again: the batcher hands the encodings")
+
+
+def test_the_batcher_tokenizes_each_request_once_and_hands_the_encodings():
+    runtime = EncodingRuntime()
+    batcher = Batcher(lambda: runtime, BatchSettings(window_ms=1, max_batch_tokens=30))
+    texts = ["abc", "hello there", "x" * 20, "ok"]
+    rows = batcher.predict(texts, timeout=10)
+    assert [r["moderation"]["toxic"] for r in rows] == [len(t) / 100 for t in texts]
+    assert runtime.encoded == [texts]  # one tokenizer call for the request, none to score
+    assert all(isinstance(ids, list) for batch in runtime.scored for ids in batch)
+    # The token budget (30) is counted on the encodings, 5 + 13 then 22 + 4 tokens (estimated
+    # from the characters, the four texts would fit in one batch).
+    assert [len(batch) for batch in runtime.scored] == [2, 2]
+    batcher.close(wait=True)
+
+
+def test_responses_name_the_graph_that_answered(tmp_path, monkeypatch):
+    app = app_with_model(tmp_path, monkeypatch, EncodingRuntime(), batch_window_ms=1)
+    responses, _ = asyncio.run(classify_concurrently(app, [["a text"]]))
+    assert responses[0].headers["X-Moderation-Graph"] == "int8"
+
+    async def moderate():
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                body = {"model": MODEL_ID, "input": ["a text"]}
+                return await client.post("/v1/moderations", json=body)
+
+    response = asyncio.run(moderate())
+    assert response.status_code == 200, response.text
+    assert response.headers["X-Moderation-Graph"] == "int8"
+    assert response.headers["X-Moderation-Thresholds"] == "default-0.5"
+    # A runtime without a variant (torch) is fp32.
+    app = app_with_model(tmp_path / "torch", monkeypatch, FakeRuntime(), batch_window_ms=1)
+    responses, _ = asyncio.run(classify_concurrently(app, [["a text"]]))
+    assert responses[0].headers["X-Moderation-Graph"] == "fp32"
+
+
+def test_the_graph_setting_reaches_the_runtime_loader(tmp_path, monkeypatch):
+    seen = []
+
+    def load(path, graph, export=None):
+        seen.append(graph)
+        return FakeRuntime()
+
+    monkeypatch.setattr(model_cache, "load_runtime", load)
+    cache = model_cache.ModelCache(config=ServingConfig.from_env({}, graph="fp32"))
+    cache.get("m", "unused")
+    assert seen == ["fp32"]
+    assert ServingConfig.from_env({"MODERATION_FACTORY_GRAPH": "int8"}).graph == "int8"
+    with pytest.raises(ValueError, match="graph"):
+        ServingConfig.from_env({"MODERATION_FACTORY_GRAPH": "fp16"})
+    cache.close()

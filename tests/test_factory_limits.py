@@ -38,7 +38,7 @@ class Runtime:
 def served(tmp_path, monkeypatch):
     """A TestClient over an app with small limits and one model served by a counting runtime."""
     runtime = Runtime()
-    monkeypatch.setattr(model_cache, "load_runtime", lambda path, cache=None: runtime)
+    monkeypatch.setattr(model_cache, "load_runtime", lambda *args, **kwargs: runtime)
     store = Store(tmp_path / "store")
     targets = [{"name": "moderation", "labels": ["safe"]}]
     store.add_model(MODEL_ID, "job", "ministral-3b-latest", targets, tmp_path / "weights")
@@ -128,7 +128,7 @@ def test_too_large_chunked_upload_is_counted_as_it_streams_and_nothing_is_writte
 def test_a_full_queue_is_503_with_retry_after(tmp_path, monkeypatch):
     gate = threading.Event()
     runtime = Runtime(gate)
-    monkeypatch.setattr(model_cache, "load_runtime", lambda path, cache=None: runtime)
+    monkeypatch.setattr(model_cache, "load_runtime", lambda *args, **kwargs: runtime)
     store = Store(tmp_path / "store")
     store.add_model(MODEL_ID, "job", "m", [{"name": "moderation", "labels": ["safe"]}], tmp_path)
     app = create_app(store, run_scheduler=False, config=ServingConfig(max_queued_requests=2))

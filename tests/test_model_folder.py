@@ -18,7 +18,7 @@ from moderation_helpers.core.flags import FLAG_RULE
 from moderation_helpers.core.folder_route import ARCHIVE_SHA256_HEADER, FOLDER_PATH
 from moderation_helpers.core.jsonl import read_jsonl
 from moderation_helpers.factory.api.app import create_app
-from moderation_helpers.factory.exports import ARCHIVE_FILES
+from moderation_helpers.factory.archive import ARCHIVE_FILES
 from moderation_helpers.factory.store.db import Store
 from moderation_helpers.model.folder import THRESHOLDS_JSON, read_classifier, read_thresholds
 from moderation_helpers.model.moderator import Moderator

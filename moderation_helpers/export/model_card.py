@@ -71,6 +71,10 @@ def model_card(
         "",
         _evaluation_section(evaluation),
         "",
+        "## Quantization",
+        "",
+        _variants_section(record),
+        "",
         "## Intended use and limits",
         "",
         "- Intended for: flagging user comments for review, in English, with the per-label "
@@ -131,4 +135,25 @@ def _evaluation_section(evaluation: Mapping[str, Any] | None) -> str:
         f"macro ROC-AUC {_fmt(macro.get('roc_auc'))}, macro F1 {_fmt(macro.get('f1'))} "
         "(flag labels; the safe label apart).\n\n"
         + _table(("label", "ROC-AUC", "avg precision", "precision", "recall", "F1"), rows)
+    )
+
+
+def _variants_section(record: Mapping[str, Any]) -> str:
+    """Each variant's macro ROC-AUC on the job's validation file, and what int8 costs."""
+    validation = record.get("validation") or {}
+    if "unmeasured" in validation or not validation:
+        why = validation.get("unmeasured") or "exported before it was measured"
+        return f"What int8 costs in quality is unmeasured: {why}."
+    rows = [
+        (
+            f"`{v['file']}` ({name})",
+            _fmt(v.get("validation_macro_auc")),
+            _fmt(v["auc_cost_vs_fp32"]) if "auc_cost_vs_fp32" in v else "–",
+        )
+        for name, v in record["variants"].items()
+    ]
+    return (
+        f"On the job's validation file ({validation.get('texts')} texts), "
+        f"{validation.get('metric')}:\n\n"
+        + _table(("graph", "macro ROC-AUC", "cost vs fp32"), rows)
     )

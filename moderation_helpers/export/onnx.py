@@ -1,12 +1,14 @@
 """Export a trained classifier into a self-contained ONNX model folder (see ``model.folder``).
 
 ``export_model(classifier, "deploy/", int8=True, thresholds=...)`` is handed a loaded
-``classifier.checkpoint.ClassifierModel`` (the factory's ``export_from_store`` finds one by model
-id) and writes one ONNX graph (encoder, mean pooling, every target's head and its sigmoid or
-softmax), the fast tokenizer configured to truncate at the model's ``seq_len``,
-``classifier.json``, the tuned ``thresholds.json`` when given, and a model card. The folder is
-written beside and renamed into place, so a failed export leaves nothing half-written; before
-that, the ONNX scores are checked against torch's on sample texts.
+``classifier.checkpoint.ClassifierModel`` (the factory's training process exports each model it
+trains: ``factory.exports``) and writes one ONNX graph (encoder, mean pooling, every target's
+head and its sigmoid or softmax), the fast tokenizer configured to truncate at the model's
+``seq_len``, ``classifier.json`` (with each variant's macro ROC-AUC on the job's validation
+examples), the tuned ``thresholds.json`` when given, and a model card. :func:`repackage` makes
+the same folder from an exported one, with a run folder's thresholds and evaluation, without
+torch. The folder is written beside and renamed into place, so a failed export leaves nothing
+half-written; before that, the ONNX scores are checked against torch's on sample texts.
 
 Torch is imported inside the functions: importing this module stays cheap and torch-free.
 """
@@ -33,6 +35,8 @@ from moderation_helpers.model.folder import (
     TOKENIZER_JSON,
     check_empty_output,
     classifier_record,
+    read_classifier,
+    validate_classifier,
 )
 
 if TYPE_CHECKING:
@@ -66,6 +70,7 @@ def export_model(
     job: Mapping[str, Any] | None = None,
     evaluation: Mapping[str, Any] | None = None,
     summary: Mapping[str, Any] | None = None,
+    validation: Sequence[Mapping[str, Any]] | None = None,
 ) -> Path:
     """Write the exported model folder of ``classifier`` into ``out_dir`` (new or empty) and
     return it.
@@ -73,26 +78,88 @@ def export_model(
     ``int8`` adds ``model.int8.onnx``. ``thresholds``: a ``thresholds.json`` document (checked
     to name ``model_id``), copied into the folder. ``job`` (the fine-tuning job's document),
     ``evaluation`` and ``summary`` (the run folder's evaluation and prepare summary) feed the
-    model card. Load ``classifier`` on the CPU in fp32: its scores are the reference the
-    exported graph is checked against.
+    model card. ``validation``: the job's validation examples, on which each variant's macro
+    ROC-AUC is measured (:mod:`.quality`; unmeasured without them). Load ``classifier`` on the
+    CPU in fp32: its scores are the reference the exported graph is checked against.
     """
     job = dict(job or {})
     model_id = model_id or job.get("fine_tuned_model")
+    _check_thresholds(thresholds, model_id)
+    out = check_empty_output(out_dir)
+    with atomic_folder(out) as work:
+        work.chmod(0o755)  # mkdtemp makes it private; the folder is meant to be shared
+        write_onnx(classifier, work, model_id=model_id, int8=int8)
+        record = _with_quality(work, validation)
+        _write_extras(work, record, thresholds, job, evaluation, summary)
+    log.info("exported %s to %s", model_id or "the classifier", out)
+    return out
+
+
+def repackage(
+    source: Path,
+    out_dir: str | os.PathLike,
+    *,
+    int8: bool = False,
+    thresholds: Mapping[str, Any] | None = None,
+    job: Mapping[str, Any] | None = None,
+    evaluation: Mapping[str, Any] | None = None,
+    summary: Mapping[str, Any] | None = None,
+) -> Path:
+    """:func:`export_model`'s folder made from an already exported one (``source``): its graphs
+    and measured quality copied, without ``model.int8.onnx`` unless ``int8``, with this run's
+    ``thresholds`` and a model card of its ``evaluation`` and ``summary``. No torch needed."""
+    import shutil
+
+    record = read_classifier(source)
+    _check_thresholds(thresholds, record.get("model_id"))
+    if not int8:
+        record["variants"].pop("int8", None)
+    out = check_empty_output(out_dir)
+    with atomic_folder(out) as work:
+        work.chmod(0o755)
+        for name in (TOKENIZER_JSON, *(v["file"] for v in record["variants"].values())):
+            shutil.copy2(source / name, work / name)
+        write_json(work / CLASSIFIER_JSON, record)
+        _write_extras(work, record, thresholds, dict(job or {}), evaluation, summary)
+    log.info("exported %s to %s (from %s)", record.get("model_id"), out, source)
+    return out
+
+
+def _check_thresholds(thresholds: Mapping[str, Any] | None, model_id: str | None) -> None:
     if thresholds is not None and model_id and thresholds.get("model") not in (None, model_id):
         raise ExportRefused(
             f"the thresholds were tuned for model {thresholds['model']!r}, not {model_id!r}: "
             "export with the run folder of this model"
         )
-    out = check_empty_output(out_dir)
-    with atomic_folder(out) as work:
-        work.chmod(0o755)  # mkdtemp makes it private; the folder is meant to be shared
-        record = write_onnx(classifier, work, model_id=model_id, int8=int8)
-        if thresholds is not None:
-            write_json(work / THRESHOLDS_JSON, dict(thresholds))
-        card = model_card(record, job=job, evaluation=evaluation, summary=summary)
-        (work / MODEL_CARD).write_text(card, encoding="utf-8")
-    log.info("exported %s to %s", model_id or "the classifier", out)
-    return out
+
+
+def _with_quality(folder: Path, validation: Sequence[Mapping[str, Any]] | None) -> dict:
+    """The folder's classifier.json with each variant's measured quality, rewritten."""
+    from moderation_helpers.export.quality import measure_variants
+
+    record = read_classifier(folder)
+    measured = measure_variants(folder, validation)
+    for name, fields in measured["variants"].items():
+        record["variants"][name].update(fields)
+    record["validation"] = measured["validation"]
+    validate_classifier(record, folder / CLASSIFIER_JSON)
+    write_json(folder / CLASSIFIER_JSON, record)
+    return record
+
+
+def _write_extras(
+    work: Path,
+    record: Mapping[str, Any],
+    thresholds: Mapping[str, Any] | None,
+    job: Mapping[str, Any],
+    evaluation: Mapping[str, Any] | None,
+    summary: Mapping[str, Any] | None,
+) -> None:
+    """thresholds.json (when given) and the model card."""
+    if thresholds is not None:
+        write_json(work / THRESHOLDS_JSON, dict(thresholds))
+    card = model_card(record, job=job, evaluation=evaluation, summary=summary)
+    (work / MODEL_CARD).write_text(card, encoding="utf-8")
 
 
 def write_onnx(
@@ -101,8 +168,8 @@ def write_onnx(
     """Write model.onnx (+ model.int8.onnx), tokenizer.json and classifier.json into ``out``
     and return the ``classifier.json`` record.
 
-    The lower half of :func:`export_model`, also used by the factory for its own runtime:
-    no model card, no thresholds, no emptiness check. Switches ``classifier``'s encoder to
+    The lower half of :func:`export_model`: no model card, no thresholds, no emptiness check,
+    no quality measured. Switches ``classifier``'s encoder to
     eager attention (the same math), which traces to a graph onnxruntime can fuse.
     """
     classifier.model.encoder.set_attn_implementation("eager")

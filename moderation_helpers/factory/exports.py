@@ -1,63 +1,62 @@
-"""Export a model of the factory's store: find it by id, refuse an unfinished one, load it and
-hand it to ``export.onnx.export_model`` (``moderation-factory export --store``), keep the
-model's own export beside its weights, and pack that folder as one archive for
-``GET /v1/fine_tuning/models/{id}/folder`` (05_deploy, ``moderation-factory export --server``)."""
+"""The exported model folder of each model of the factory's store, made once.
+
+The training process exports every model it trains, before its job reports SUCCESS
+(:func:`export_trained`): ``<model folder>/export/`` holds the deployable folder (fp32 and int8
+graphs, with what int8 costs measured on the job's validation file), which the factory serves
+and ``moderation-factory export`` / 05_deploy copy (:func:`export_from_store`).
+:func:`exported_folder` finds it, exporting on demand a model trained before this existed.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import io
 import os
-import shutil
-import tarfile
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
-from moderation_helpers.classifier.checkpoint import CHECKPOINT_JSON
-from moderation_helpers.core.files import json_text
 from moderation_helpers.core.flags import FLAG_RULE, SAFE_LABEL
+from moderation_helpers.core.jsonl import read_jsonl
 from moderation_helpers.core.statuses import SUCCESS
-from moderation_helpers.export.onnx import ExportRefused, export_model
+from moderation_helpers.export.onnx import ExportRefused, export_model, repackage
 from moderation_helpers.factory.store.db import Store
-from moderation_helpers.model.folder import (
-    CLASSIFIER_JSON,
-    MODEL_CARD,
-    MODEL_INT8_ONNX,
-    MODEL_ONNX,
-    THRESHOLDS_JSON,
-    TOKENIZER_JSON,
-    check_empty_output,
-)
+from moderation_helpers.model.folder import CLASSIFIER_JSON, check_empty_output
 
-EXPORT_DIR = "export"  # the model's exported folder, inside its store folder
-# What the archive carries from the exported folder; thresholds.json comes from the store.
-ARCHIVE_FILES = (MODEL_ONNX, MODEL_INT8_ONNX, TOKENIZER_JSON, CLASSIFIER_JSON, MODEL_CARD)
-ARCHIVE_MEDIA_TYPE = "application/gzip"
-# ONNX weights barely compress (about 7%): level 1 keeps the archive's build time small.
-ARCHIVE_COMPRESSLEVEL = 1
-_EXPORTING = threading.Lock()  # one on-demand export at a time in this process
+EXPORT_DIR = "export"  # <model folder>/export/: the model's exported folder
+_on_demand = threading.Lock()
 
 
-def _store(store: Store | str | os.PathLike) -> Store:
-    return store if isinstance(store, Store) else Store(store)
+def export_dir(model_dir: str | os.PathLike) -> Path:
+    """Where the exported folder of the model saved in ``model_dir`` is (or will be)."""
+    return Path(model_dir) / EXPORT_DIR
+
+
+def is_exported(model_dir: str | os.PathLike) -> bool:
+    """Whether the model of ``model_dir`` has its exported folder (renamed in when complete)."""
+    return (export_dir(model_dir) / CLASSIFIER_JSON).is_file()
+
+
+def stored_model(store_dir: str | os.PathLike | Store, model_id: str) -> tuple[Path, dict]:
+    """``(model folder, job document)`` of a finished model of the store (see
+    :func:`finished_model`)."""
+    record, job = finished_model(store_dir, model_id)
+    return Path(record["path"]), job
 
 
 def finished_model(
-    store: Store | str | os.PathLike, model_id: str
+    store_dir: str | os.PathLike | Store, model_id: str
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(model record, job document)`` of a finished model of the store.
 
     Raises :class:`ExportRefused` for an unknown model, one whose job has not succeeded, or one
     whose folder holds no saved classifier."""
-    store = _store(store)
+    from moderation_helpers.classifier.checkpoint import CHECKPOINT_JSON  # torch: only here
+
+    store = store_dir if isinstance(store_dir, Store) else Store(store_dir)
     record = store.get_model(model_id)
     if record is None:
         known = [m["id"] for m in store.list_models()][:5]
-        raise ExportRefused(
-            f"no model {model_id!r} in the factory store {store.root} (has {known})"
-        )
+        raise ExportRefused(f"no model {model_id!r} in the factory store {store.root} ({known})")
     job_row = store.get_job(record["job_id"]) or {}
     job = dict(job_row.get("doc") or {}, id=record["job_id"], status=job_row.get("status"))
     if job["status"] != SUCCESS:
@@ -65,10 +64,11 @@ def finished_model(
             f"model {model_id} is not finished: its job {record['job_id']} is "
             f"{job['status']}; export once the job has succeeded"
         )
-    if not (Path(record["path"]) / CHECKPOINT_JSON).is_file():
+    path = Path(record["path"])
+    if not (path / CHECKPOINT_JSON).is_file():
         raise ExportRefused(
-            f"{record['path']} holds no finished model ({CHECKPOINT_JSON} is written last, when "
-            "training has saved everything): wait for the job to succeed, or check the store"
+            f"{path} holds no finished model ({CHECKPOINT_JSON} is written last, when training "
+            "has saved everything): wait for the job to succeed, or check the store"
         )
     return record, job
 
@@ -87,8 +87,54 @@ def published_thresholds(record: Mapping[str, Any]) -> dict[str, Any] | None:
     }
 
 
+def export_trained(
+    model_dir: str | os.PathLike,
+    model_id: str,
+    job: Mapping[str, Any],
+    validation: Sequence[Mapping[str, Any]] | None,
+) -> Path:
+    """Export the model just saved in ``model_dir`` into its exported folder (fp32 and int8,
+    quality measured on ``validation``, the job's validation examples); return the folder."""
+    from moderation_helpers.classifier.checkpoint import load_model
+
+    classifier = load_model(model_dir, device="cpu", precision="fp32")
+    return export_model(
+        classifier,
+        export_dir(model_dir),
+        int8=True,
+        model_id=model_id,
+        job=job,
+        validation=validation,
+    )
+
+
+def exported_folder(store: Store, model_id: str) -> Path:
+    """The exported folder of the store's model ``model_id`` (export/ of its model folder),
+    exported now if the model was trained before models were exported at the end of training.
+
+    Raises :class:`ExportRefused` for an unknown or unfinished model."""
+    path, job = stored_model(store, model_id)
+    if is_exported(path):
+        return export_dir(path)
+    with _on_demand:
+        if not is_exported(path):
+            store = store if isinstance(store, Store) else Store(store)
+            validation = [
+                ex
+                for file_id in job.get("validation_files") or []
+                if (f := store.get_file(file_id)) is not None
+                for ex in read_jsonl(f["path"])
+            ]
+            try:
+                export_trained(path, model_id, job, validation)
+            except OSError:  # another process exported it meanwhile (renamed in first)
+                if not is_exported(path):
+                    raise
+    return export_dir(path)
+
+
 def export_from_store(
-    store_dir: Store | str | os.PathLike,
+    store_dir: str | os.PathLike | Store,
     model_id: str,
     out_dir: str | os.PathLike,
     *,
@@ -97,88 +143,21 @@ def export_from_store(
     evaluation: Mapping[str, Any] | None = None,
     summary: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Export the store's model ``model_id`` into ``out_dir`` (new or empty); return it.
+    """Write the store's model ``model_id`` into ``out_dir`` (new or empty); return it.
 
-    ``thresholds``, ``evaluation`` and ``summary`` are the run folder's documents, passed on to
-    :func:`~moderation_helpers.export.onnx.export_model` (the job comes from the store). Without
+    A copy of its exported folder (:func:`exported_folder`), with ``thresholds``,
+    ``evaluation`` and ``summary`` (the run folder's documents) passed on to
+    :func:`~moderation_helpers.export.onnx.repackage` (the job comes from the store). Without
     ``thresholds``, the thresholds published to the factory go into the folder, if any."""
-    from moderation_helpers.classifier.checkpoint import load_model
-
-    record, job = finished_model(store_dir, model_id)
-    check_empty_output(out_dir)  # before the model loads: a refusal should be quick
-    return export_model(
-        load_model(record["path"], device="cpu", precision="fp32"),
+    store = store_dir if isinstance(store_dir, Store) else Store(store_dir)
+    record, job = finished_model(store, model_id)
+    check_empty_output(out_dir)  # before an on-demand export: a refusal should be quick
+    return repackage(
+        exported_folder(store, model_id),
         out_dir,
         int8=int8,
-        model_id=model_id,
         thresholds=thresholds if thresholds is not None else published_thresholds(record),
         job=job,
         evaluation=evaluation,
         summary=summary,
     )
-
-
-def exported_folder(store: Store, model_id: str) -> Path:
-    """The model's exported folder (fp32 and int8, no thresholds), ``<model dir>/export``;
-    exported now when missing. Raises :class:`ExportRefused` for an unknown or unfinished
-    model."""
-    from moderation_helpers.classifier.checkpoint import load_model
-
-    record, job = finished_model(store, model_id)
-    folder = store.model_dir(record["job_id"]) / EXPORT_DIR
-    with _EXPORTING:
-        if (folder / CLASSIFIER_JSON).is_file():  # written whole, by one rename
-            return folder
-        if folder.exists():  # an empty leftover: export_model wants it absent or empty
-            shutil.rmtree(folder)
-        classifier = load_model(record["path"], device="cpu", precision="fp32")
-        return export_model(classifier, folder, int8=True, model_id=model_id, job=job)
-
-
-class _HashingWriter(io.RawIOBase):
-    """A write-only file that hashes (SHA-256) and counts what passes through it."""
-
-    def __init__(self, raw: BinaryIO) -> None:
-        self.raw, self.sha256, self.size = raw, hashlib.sha256(), 0
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:
-        view = memoryview(data)
-        self.raw.write(view)
-        self.sha256.update(view)
-        self.size += view.nbytes
-        return view.nbytes
-
-
-def _plain(info: tarfile.TarInfo) -> tarfile.TarInfo:
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    info.mode = 0o644
-    return info
-
-
-def write_folder_archive(
-    folder: str | os.PathLike, out: BinaryIO, *, thresholds: Mapping[str, Any] | None = None
-) -> str:
-    """Write the model folder as one flat tar.gz into ``out``: the files of
-    :data:`ARCHIVE_FILES` it holds, and ``thresholds`` as ``thresholds.json`` when given.
-    Returns the archive's SHA-256 (hex), computed while writing."""
-    folder = Path(folder)
-    if not (folder / CLASSIFIER_JSON).is_file():
-        raise ExportRefused(f"{folder} is not an exported model folder (no {CLASSIFIER_JSON})")
-    writer = _HashingWriter(out)
-    with tarfile.open(
-        fileobj=writer, mode="w:gz", compresslevel=ARCHIVE_COMPRESSLEVEL, format=tarfile.PAX_FORMAT
-    ) as tar:
-        for name in ARCHIVE_FILES:
-            if (folder / name).is_file():
-                tar.add(folder / name, arcname=name, recursive=False, filter=_plain)
-        if thresholds is not None:
-            data = json_text(dict(thresholds)).encode("utf-8")
-            info = _plain(tarfile.TarInfo(THRESHOLDS_JSON))
-            info.size = len(data)
-            info.mtime = int((folder / CLASSIFIER_JSON).stat().st_mtime)
-            tar.addfile(info, io.BytesIO(data))
-    return writer.sha256.hexdigest()

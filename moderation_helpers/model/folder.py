@@ -29,10 +29,24 @@ file                   holds
      "tokenizer": {"file": "tokenizer.json", "truncation": 128, "padding": "longest",
                    "pad_id": 0},
      "rendering": {... conversation.RENDERING ...},
-     "variants": {"fp32": {"file": "model.onnx"},
-                  "int8": {"file": "model.int8.onnx", "quantization": {...}}},
+     "variants": {"fp32": {"file": "model.onnx", "validation_macro_auc": 0.912},
+                  "int8": {"file": "model.int8.onnx", "quantization": {...},
+                           "validation_macro_auc": 0.910, "auc_cost_vs_fp32": 0.002}},
+     "validation": {"metric": "macro ROC-AUC over flag labels", "texts": 500,
+                    "labels": ["moderation/toxicity", ...]},
      "graph": {"fused_by": ..., "fused_operators": {...}},
      "opset": 17, "exported_with": {...versions...}}
+
+What each variant costs in quality, measured by the export on the job's validation file
+(optional fields: folders exported before they existed lack them):
+
+- ``variants.<v>.validation_macro_auc``: the variant's graph's macro ROC-AUC over the flag
+  labels (every label but the safe one; labels with a single class in the file left out), or
+  null when unmeasured;
+- ``variants.int8.auc_cost_vs_fp32``: fp32's macro AUC minus int8's (positive: int8 is worse),
+  or null when unmeasured. The factory serves int8 only when this is at most 0.005;
+- ``validation``: how it was measured (``metric``, ``texts``, ``labels``), or
+  ``{"unmeasured": "<why>"}`` (no validation file, or no label with both classes in it).
 
 The graph is fused for onnxruntime (its ``com.microsoft`` operators Attention,
 EmbedLayerNormalization, SkipLayerNormalization, BiasGelu): onnxruntime runs it on CPU and CUDA.
@@ -193,6 +207,37 @@ def validate_classifier(record: Any, where: str | os.PathLike = CLASSIFIER_JSON)
             raise _problem(where, f"variants.{name}", f"unknown variant; known: {VARIANT_FILES}")
         if not isinstance(variant, dict) or not isinstance(variant.get("file"), str):
             raise _problem(where, f"variants.{name}.file", "expected a file name")
+        _check_quality(where, name, variant)
+    validation = record.get("validation", {})
+    if not isinstance(validation, dict):
+        raise _problem(where, "validation", f"expected an object, got {validation!r}")
+
+
+def _check_quality(where: str, name: str, variant: Mapping[str, Any]) -> None:
+    """The optional quality fields of one variant (see the module docstring)."""
+    auc = variant.get("validation_macro_auc")
+    if auc is not None and (not _is_number(auc) or not 0.0 <= auc <= 1.0):
+        raise _problem(
+            where, f"variants.{name}.validation_macro_auc", f"expected null or 0..1, got {auc!r}"
+        )
+    cost = variant.get("auc_cost_vs_fp32")
+    if cost is not None and (name != "int8" or not _is_number(cost) or not -1 <= cost <= 1):
+        raise _problem(
+            where,
+            f"variants.{name}.auc_cost_vs_fp32",
+            f"expected null or a number in -1..1 on the int8 variant, got {cost!r}",
+        )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def int8_auc_cost(record: Mapping[str, Any]) -> float | None:
+    """The int8 variant's measured macro AUC cost against fp32, or None (no int8 variant, or
+    its cost unmeasured)."""
+    cost = (record.get("variants", {}).get("int8") or {}).get("auc_cost_vs_fp32")
+    return None if cost is None else float(cost)
 
 
 def read_classifier(folder: str | os.PathLike) -> dict[str, Any]:

@@ -6,6 +6,8 @@
     moderator.moderate(["you are an idiot"])  # -> [Decision], with the folder's thresholds
                                               #    (0.5 where the folder has none, with a warning)
     moderator.score(texts)                    # -> {target: float32 array (n, n_labels)}
+    ids = moderator.encode(texts)             # tokenize once (token counts: map(len, ids)) ...
+    moderator.score_encoded(ids)              # ... and score those tokens (the factory's batcher)
 
 Texts are tokenized once (in Rust, in parallel), sorted by length and cut into batches of about
 ``token_budget`` padded tokens, so that short texts go many to a batch and padding stays small;
@@ -102,7 +104,7 @@ class Moderator:
 
         self._counter = Tokenizer.from_str(tokenizer.to_str())
         self._counter.no_truncation()
-        self._special_tokens = self._tokenizer.num_special_tokens_to_add(is_pair=False)
+        self.special_tokens: int = self._tokenizer.num_special_tokens_to_add(is_pair=False)
 
     @classmethod
     def load(
@@ -164,13 +166,15 @@ class Moderator:
         return moderator
 
     # -- tokens -------------------------------------------------------------------------------
-    def _encode(self, texts: Sequence[str]) -> list[list[int]]:
-        return [e.ids for e in self._tokenizer.encode_batch(list(texts))]
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids per text (special tokens included, truncated at seq_len), for
+        :meth:`score_encoded`: a caller that needs the token counts tokenizes only once."""
+        return [e.ids for e in self._tokenizer.encode_batch(_as_texts(texts))]
 
     def token_lengths(self, texts: Sequence[str]) -> np.ndarray:
         """Tokens the model reads per text (special tokens included, truncated at seq_len)."""
-        encodings = self._tokenizer.encode_batch(list(texts))
-        return np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
+        ids = self.encode(texts)
+        return np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Tokens per string without special tokens or truncation (for chat truncation)."""
@@ -205,11 +209,13 @@ class Moderator:
     # -- scoring ------------------------------------------------------------------------------
     def score(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         """``{target: float32 array (len(texts), n_labels)}``, rows in input order."""
-        texts = _as_texts(texts)
-        ids = self._encode(texts)
+        return self.score_encoded(self.encode(texts))
+
+    def score_encoded(self, ids: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
+        """:meth:`score` of texts already tokenized by :meth:`encode`."""
         lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
         scores = {
-            t["name"]: np.zeros((len(texts), len(t["labels"])), dtype=np.float32)
+            t["name"]: np.zeros((len(ids), len(t["labels"])), dtype=np.float32)
             for t in self.targets
         }
         for idx in self.batches(lengths):
@@ -223,15 +229,18 @@ class Moderator:
 
     def predict(self, texts: Sequence[str]) -> list[dict[str, dict[str, float]]]:
         """Scores per text, ``{target: {label: score}}`` (the factory's trainer's shape)."""
-        scores = self.score(texts)
-        n = len(next(iter(scores.values()))) if scores else 0
+        return self.predict_encoded(self.encode(texts))
+
+    def predict_encoded(self, ids: Sequence[Sequence[int]]) -> list[dict[str, dict[str, float]]]:
+        """:meth:`predict` of texts already tokenized by :meth:`encode`."""
+        scores = self.score_encoded(ids)
         per_target = {
             t["name"]: [
                 dict(zip(t["labels"], row, strict=True)) for row in scores[t["name"]].tolist()
             ]
             for t in self.targets
         }
-        return [{name: rows[i] for name, rows in per_target.items()} for i in range(n)]
+        return [{name: rows[i] for name, rows in per_target.items()} for i in range(len(ids))]
 
     def score_frame(self, texts: Sequence[str]):
         """Scores as evaluate.py's score frame: columns ``(target, label)``, one row per text."""
@@ -289,7 +298,7 @@ class Moderator:
         return conversation.render_many(
             conversations,
             count_tokens=self.count_tokens,
-            max_tokens=self.seq_len - self._special_tokens,
+            max_tokens=self.seq_len - self.special_tokens,
         )
 
     def predict_conversations(

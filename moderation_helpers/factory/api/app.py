@@ -43,7 +43,6 @@ from moderation_helpers.factory.api.routes.deps import reject_unknown_query
 from moderation_helpers.factory.config import ServingConfig
 from moderation_helpers.factory.queue.scheduler import Scheduler
 from moderation_helpers.factory.serving.model_cache import ModelCache
-from moderation_helpers.factory.serving.runtime import RUNTIME_JSON
 from moderation_helpers.factory.store.db import Store
 
 
@@ -63,7 +62,7 @@ def create_app(
     store = store if isinstance(store, Store) else Store(store)
     config = config or ServingConfig.from_env()
     scheduler = Scheduler(store)
-    model_cache = ModelCache(config=config, runtime_cache=store.root / RUNTIME_JSON)
+    model_cache = ModelCache(config=config, store=store)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -48,11 +48,6 @@ def _log_tail(path: Path, lines: int = 3) -> str:
     return " | ".join(text[-lines:])
 
 
-def fine_tuned_model_id(store: Store, base_model: str, job_id: str) -> str:
-    """``ft:classifier:<base>:<workspace hex>:<YYYYMMDD>:<job id's first 8 hex>``."""
-    return f"ft:classifier:{base_model}:{store.workspace}:{time.strftime('%Y%m%d')}:{job_id[:8]}"
-
-
 class Scheduler:
     """Validator and supervisor threads of one server; ``wake()`` after changing a job."""
 
@@ -165,10 +160,12 @@ class Scheduler:
         result_path = job_dir / RESULT_JSON
         job = self.store.get_job(job_id)
         model_id = None
+        result: dict = {}
         if job and job["status"] == "RUNNING" and code == 0 and result_path.is_file():
             # Registered before the status changes, so a SUCCESS job's model always exists.
             doc = job["doc"]
-            model_id = fine_tuned_model_id(self.store, doc["model"], job_id)
+            result = json.loads(result_path.read_text(encoding="utf-8"))
+            model_id = result["fine_tuned_model"]  # named in training: its export records it
             self.store.add_model(
                 model_id,
                 job_id,
@@ -180,7 +177,6 @@ class Scheduler:
             if edit is None or edit.status not in ("RUNNING", "CANCELLATION_REQUESTED"):
                 return
             if model_id is not None and edit.status == "RUNNING":
-                result = json.loads(result_path.read_text(encoding="utf-8"))
                 edit.doc["fine_tuned_model"] = model_id
                 edit.doc["trained_tokens"] = result["trained_tokens"]
                 edit.set_status(SUCCESS)

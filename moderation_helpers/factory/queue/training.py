@@ -1,8 +1,11 @@
 """The training process of one job (``moderation-factory _train``), and the trainer it uses.
 
 It runs apart from the server so that a crash in training fails that job and not the server,
-and a cancel can stop it at once. It only appends checkpoints and writes ``result.json``;
-every status change is made by the scheduler or the API (:mod:`.scheduler`).
+and a cancel can stop it at once. It only appends checkpoints, exports the trained model and
+writes ``result.json``; every status change is made by the scheduler or the API
+(:mod:`.scheduler`). The export (``<model folder>/export/``, :mod:`..exports`) and the choice of
+classification runtime (``runtime.json``, :mod:`..serving.runtime`) are made here, before the
+job reports SUCCESS, so that the first classification after it costs neither.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -103,8 +107,40 @@ def run_training(store_dir: str | Path, job_id: str, parent: int | None = None) 
         "valid_seconds": float(result.valid_seconds),
         "setup_seconds": float(result.setup_seconds),
     }
+    model_id = fine_tuned_model_id(store, doc["model"], job_id)
+    out["fine_tuned_model"] = model_id
+    out["export_seconds"] = _export(store, job_id, model_id, dict(doc, id=job_id), valid_examples)
     (store.job_dir(job_id) / RESULT_JSON).write_text(json.dumps(out), encoding="utf-8")
     return 0
+
+
+def fine_tuned_model_id(store: Store, base_model: str, job_id: str) -> str:
+    """``ft:classifier:<base>:<workspace hex>:<YYYYMMDD>:<job id's first 8 hex>``."""
+    return f"ft:classifier:{base_model}:{store.workspace}:{time.strftime('%Y%m%d')}:{job_id[:8]}"
+
+
+def _export(
+    store: Store, job_id: str, model_id: str, job: dict[str, Any], valid: list[dict]
+) -> float | None:
+    """Export the trained model and choose its classification runtime; the seconds it took.
+
+    Skipped (None) for a trainer that saves no classifier checkpoint (the tests' stand-ins). A
+    failure is logged, not fatal: the server then exports on demand, or serves torch."""
+    from moderation_helpers.classifier.checkpoint import CHECKPOINT_JSON
+    from moderation_helpers.factory.exports import export_trained
+    from moderation_helpers.factory.serving.runtime import calibrate_model
+
+    model_dir = store.model_dir(job_id)
+    if not (model_dir / CHECKPOINT_JSON).is_file():
+        return None
+    t0 = time.perf_counter()
+    try:
+        export_trained(model_dir, model_id, job, valid)
+        calibrate_model(model_dir)
+    except Exception:  # noqa: BLE001 (the trained model stays usable without them)
+        log.exception("exporting %s after training", model_id)
+        return None
+    return time.perf_counter() - t0
 
 
 def train_settings(trainer: ModuleType, hp: dict[str, Any]) -> Any:

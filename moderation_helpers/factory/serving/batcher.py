@@ -14,9 +14,12 @@ inference, and the batchers of one
 batch runs at a time whatever the number of models.
 
 Requests keep their own order and errors: when a batch raises, its requests are rerun one by one,
-so only the bad one fails. The runtime needs ``predict(texts) -> [{target: {label: score}}]``
-and may offer ``token_lengths(texts) -> array``; without it the length is estimated from the
-characters (about 4 per token for English with MiniLM's WordPiece), which is enough to budget.
+so only the bad one fails. The runtime needs ``predict(texts) -> [{target: {label: score}}]``.
+A runtime that offers ``encode(texts) -> [token ids]`` and ``predict_encoded(ids)`` (the
+:class:`~moderation_helpers.model.moderator.Moderator`) is handed the tokens it encoded when the
+request was counted: each text is tokenized once. Else ``token_lengths(texts) -> array`` counts
+them, or without it the length is estimated from the characters (about 4 per token for English
+with MiniLM's WordPiece), which is enough to budget.
 """
 
 from __future__ import annotations
@@ -80,6 +83,7 @@ class _Request:
     future: concurrent.futures.Future
     arrived: float
     lengths: np.ndarray | None = None
+    inputs: list[Any] | None = None  # what the runtime scores: token ids, or the texts
     cursor: int = 0  # texts already taken into a batch
     done: int = 0  # texts scored
     retired: bool = False  # counted out of the queue limit
@@ -192,15 +196,31 @@ class Batcher:
             return
         finally:
             self._loaded.set()
-        count = getattr(self._runtime, "token_lengths", None)
         while True:
-            parts = self._next_batch(count)
+            parts = self._next_batch()
             if parts is None:
                 return
             if parts:  # empty when every queued request was cancelled
                 self._execute(parts)
 
-    def _next_batch(self, count: Callable | None) -> list[_Part] | None:
+    def _measure(self, request: _Request) -> None:
+        """Set the request's ``inputs`` (its token ids where the runtime encodes) and lengths;
+        fail the request alone if its texts cannot be tokenized."""
+        runtime = self._runtime
+        try:
+            if hasattr(runtime, "encode") and hasattr(runtime, "predict_encoded"):
+                request.inputs = runtime.encode(request.texts)
+                lengths = np.fromiter(map(len, request.inputs), dtype=np.int64)
+                request.lengths = np.clip(lengths, 1, MAX_TOKENS_PER_TEXT)
+            else:
+                count = getattr(runtime, "token_lengths", None)
+                request.inputs = request.texts
+                request.lengths = _token_lengths(count, request.texts)
+        except Exception as exc:  # noqa: BLE001
+            request.inputs, request.lengths = request.texts, np.ones(len(request.texts), np.int64)
+            _fail(request, exc)  # taken off the queue, and retired, by _take
+
+    def _next_batch(self) -> list[_Part] | None:
         """Wait for requests, let the window gather more, and take up to the token budget."""
         window = self.settings.window_ms / 1000.0
         budget = self.settings.max_batch_tokens
@@ -215,7 +235,7 @@ class Batcher:
             with self._cond:
                 unmeasured = [r for r in self._queue if r.lengths is None]
             for request in unmeasured:
-                request.lengths = _token_lengths(count, request.texts)
+                self._measure(request)
             with self._cond:
                 if any(r.lengths is None for r in self._queue):
                     continue  # arrived meanwhile
@@ -250,10 +270,10 @@ class Batcher:
         return parts
 
     def _execute(self, parts: list[_Part]) -> None:
-        texts = [t for p in parts for t in p.request.texts[p.start : p.stop]]
-        self.stats.largest_batch_texts = max(self.stats.largest_batch_texts, len(texts))
+        inputs = [x for p in parts for x in p.request.inputs[p.start : p.stop]]
+        self.stats.largest_batch_texts = max(self.stats.largest_batch_texts, len(inputs))
         try:
-            scores = self._predict(texts)
+            scores = self._predict(inputs)
         except Exception as exc:  # noqa: BLE001
             self.stats.failed_batches += 1
             if len(parts) == 1:
@@ -264,7 +284,7 @@ class Batcher:
             for part in parts:
                 self.stats.reruns += 1
                 try:
-                    self._settle(part, self._predict(part.request.texts[part.start : part.stop]))
+                    self._settle(part, self._predict(part.request.inputs[part.start : part.stop]))
                 except Exception as part_exc:  # noqa: BLE001
                     self._settle(part, part_exc)
             return
@@ -274,11 +294,13 @@ class Batcher:
             self._settle(part, scores[offset : offset + size])
             offset += size
 
-    def _predict(self, texts: list[str]) -> list[Scores]:
+    def _predict(self, inputs: list[Any]) -> list[Scores]:
+        runtime = self._runtime
+        score = getattr(runtime, "predict_encoded", None) if hasattr(runtime, "encode") else None
         with self._lock:
-            scores = self._runtime.predict(texts)
-        if len(scores) != len(texts):
-            raise RuntimeError(f"runtime returned {len(scores)} results for {len(texts)} texts")
+            scores = (score or runtime.predict)(inputs)
+        if len(scores) != len(inputs):
+            raise RuntimeError(f"runtime returned {len(scores)} results for {len(inputs)} texts")
         self.stats.batches += 1
         return scores
 

@@ -1,8 +1,8 @@
 """Fine-tuned models loaded for classification, each behind its own batcher, kept in memory
 (least recently used evicted: its batcher answers what it holds, then stops).
 
-Each model runs in the fastest runtime that matches torch fp32's scores (factory/runtime.py),
-chosen by a calibration cached in ``runtime_cache`` (the store's ``runtime.json``)."""
+Each model runs in the fastest runtime that the server's ``graph`` setting allows
+(:mod:`.runtime`), chosen by the calibration cached in the model's ``runtime.json``."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from typing import Any
 from moderation_helpers.factory.config import ServingConfig
 from moderation_helpers.factory.serving.batcher import Batcher
 from moderation_helpers.factory.serving.runtime import load_runtime
+from moderation_helpers.factory.store.db import Store
 
 
 class ModelCache:
@@ -28,10 +29,10 @@ class ModelCache:
         self,
         size: int = 2,
         config: ServingConfig | None = None,
-        runtime_cache: str | Path | None = None,
+        store: Store | None = None,
     ):
         self.size = size
-        self.runtime_cache = runtime_cache
+        self.store = store  # to export on demand a model trained before exports were made
         self.config = config or ServingConfig()
         self._batchers: OrderedDict[str, Batcher] = OrderedDict()
         self._lock = threading.Lock()
@@ -44,8 +45,13 @@ class ModelCache:
             if batcher is not None and batcher.usable:
                 self._batchers.move_to_end(model_id)
                 return batcher
+            export = None
+            if self.store is not None:
+                from moderation_helpers.factory.exports import exported_folder
+
+                export = partial(exported_folder, self.store, model_id)
             batcher = Batcher(
-                partial(load_runtime, path, self.runtime_cache),
+                partial(load_runtime, path, self.config.graph, export),
                 self.config.batching,
                 name=model_id,
                 inference_lock=self._inference_lock,

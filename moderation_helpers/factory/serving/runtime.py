@@ -1,17 +1,19 @@
 """How the factory runs a fine-tuned model for classification: the fastest runtime, measured.
 
-Candidates: the trainer's torch model in float32 (the reference), torch in bfloat16 autocast,
-and the exported ONNX graph run by the :class:`~moderation_helpers.model.moderator.Moderator`. A
-candidate qualifies only if its scores match torch float32's within :data:`TOLERANCE` (max abs)
-on the calibration texts; of those, the one with the most texts/s is used. The choice comes from
-a short calibration on this machine (a few seconds, at the first classification), cached in the
-store's ``runtime.json`` for as long as the machine and library versions stay the same: which
-one wins depends on the CPU (bf16 autocast was slower than fp32 on one Xeon with avx512_bf16,
-faster on an EPYC), so no CPU flag decides it.
+Candidates: the model's exported graphs (``<model folder>/export/``, :mod:`..exports`) run by the
+:class:`~moderation_helpers.model.moderator.Moderator`, fp32 and int8, and the trainer's torch
+model in float32 (the reference, and the fallback). An fp32 candidate qualifies only if its
+scores match torch fp32's within :data:`TOLERANCE` (max abs) on the calibration texts; the int8
+graph only if the export measured its macro ROC-AUC cost on the job's validation file at most
+:data:`INT8_MAX_AUC_COST` (``graph="auto"``, the default), never when the server pins fp32
+(``graph="fp32"``), always when it pins int8. Of those, the one with the most texts/s is used.
 
-The ONNX graph of a model is exported once into ``<model folder>/onnx/`` (written beside,
-renamed into place), when the ONNX runtime is chosen or measured. Every runtime offers
-``predict(texts)`` and ``token_lengths(texts)``.
+The speeds come from a short calibration on this machine (a few seconds), made by the training
+process right after the export and cached in the model's ``runtime.json`` for as long as the
+machine and library versions stay the same (else redone at the first classification): which
+one wins depends on the CPU, so no CPU flag decides it. Every runtime offers ``predict(texts)``,
+``token_lengths(texts)`` and ``variant`` (the graph: ``fp32`` or ``int8``); the Moderator also
+``encode(texts)`` and ``predict_encoded(ids)``, so that the batcher tokenizes once.
 """
 
 from __future__ import annotations
@@ -20,8 +22,6 @@ import json
 import logging
 import os
 import platform
-import shutil
-import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -29,14 +29,16 @@ from typing import Any
 
 import numpy as np
 
-from moderation_helpers.core.files import atomic_folder, atomic_write_text
+from moderation_helpers.core.files import atomic_write_text
+from moderation_helpers.factory.config import GRAPHS
+from moderation_helpers.model.folder import int8_auc_cost
 
 log = logging.getLogger("moderation_helpers.factory")
 
 TOLERANCE = 1e-4
-RUNTIME_JSON = "runtime.json"
-ONNX_DIR = "onnx"
-CANDIDATES = ("onnx-fp32", "torch-fp32", "torch-bf16")
+INT8_MAX_AUC_COST = 0.005  # macro ROC-AUC on validation: below what the data can tell apart
+RUNTIME_JSON = "runtime.json"  # <model folder>/runtime.json: this machine's calibration
+CANDIDATES = ("onnx-int8", "onnx-fp32", "torch-fp32")
 # Comment-like texts of varied lengths (5 to ~120 tokens), as the factory usually sees.
 _SENTENCES = (
     "Thanks for sharing, this was a thoughtful piece.",
@@ -48,11 +50,12 @@ _SENTENCES = (
 CALIBRATION_TEXTS = tuple(
     " ".join(_SENTENCES[(i + k) % len(_SENTENCES)] for k in range(1 + i % 8)) for i in range(32)
 )
-_export_lock = threading.Lock()
 
 
 class TorchRuntime:
     """The trainer's model behind the runtime interface (``predict``, ``token_lengths``)."""
+
+    variant = "fp32"
 
     def __init__(self, model: Any, name: str):
         self.model = model
@@ -94,39 +97,15 @@ def machine() -> dict[str, Any]:
     }
 
 
-def ensure_onnx(model_dir: str | os.PathLike) -> Path:
-    """The model's exported ONNX folder (``<model_dir>/onnx``), exporting it on first use."""
-    from moderation_helpers.classifier.checkpoint import load_model
-    from moderation_helpers.export.onnx import write_onnx
-    from moderation_helpers.model.folder import CLASSIFIER_JSON
-
-    target = Path(model_dir) / ONNX_DIR
-    with _export_lock:
-        if (target / CLASSIFIER_JSON).is_file():
-            return target
-        if target.exists():
-            shutil.rmtree(target)  # a leftover of an export interrupted before it was atomic
-        t0 = time.perf_counter()
-        try:
-            with atomic_folder(target) as work:
-                write_onnx(load_model(model_dir, device="cpu", precision="fp32"), work)
-        except OSError:
-            if not (target / CLASSIFIER_JSON).is_file():
-                raise
-            return target  # another process exported it meanwhile
-        log.info("exported %s to ONNX in %.1f s", model_dir, time.perf_counter() - t0)
-        return target
-
-
 def _load(name: str, model_dir: str | os.PathLike) -> Any:
-    if name == "onnx-fp32":
+    if name.startswith("onnx-"):
+        from moderation_helpers.factory.exports import export_dir
         from moderation_helpers.model.moderator import Moderator
 
-        return Moderator.load(ensure_onnx(model_dir))
+        return Moderator.load(export_dir(model_dir), variant=name.removeprefix("onnx-"))
     from moderation_helpers.classifier.checkpoint import load_model
 
-    precision = {"torch-fp32": "fp32", "torch-bf16": "bf16"}[name]
-    return TorchRuntime(load_model(model_dir, precision=precision), name)
+    return TorchRuntime(load_model(model_dir, precision="fp32"), name)
 
 
 def _flat_scores(rows: list[dict[str, dict[str, float]]]) -> np.ndarray:
@@ -144,61 +123,99 @@ def _texts_per_second(predict: Callable[[list[str]], Any], texts: list[str]) -> 
 
 
 def calibrate(model_dir: str | os.PathLike, texts: Sequence[str] = CALIBRATION_TEXTS) -> dict:
-    """Measure each candidate on ``texts``: max abs score difference to torch fp32, texts/s."""
-    from moderation_helpers.classifier.network import bf16_supported
-
+    """Measure each candidate on ``texts``: max abs score difference to torch fp32, texts/s,
+    and for int8 the AUC cost the export measured (see the module docstring)."""
     texts = list(texts)
     reference = _load("torch-fp32", model_dir)
-    expected = _flat_scores(reference.predict(texts))
+    expected = _flat_scores(reference.predict(texts[:16]))
     results: dict[str, dict[str, Any]] = {}
     for name in CANDIDATES:
-        if name == "torch-bf16" and not bf16_supported(reference.model.device):
-            results[name] = {"skipped": "no native bf16 on this device"}
-            continue
         try:
             runtime = reference if name == "torch-fp32" else _load(name, model_dir)
-        except Exception as exc:  # an export that fails must not stop classification
-            log.warning("runtime %s unavailable: %s", name, exc)
+        except Exception as exc:  # a missing or broken export must not stop classification
+            log.warning("runtime %s unavailable for %s: %s", name, model_dir, exc)
             results[name] = {"skipped": f"failed to load: {exc}"}
             continue
-        diff = float(np.abs(_flat_scores(runtime.predict(texts[:16])) - expected[:16]).max())
-        entry: dict[str, Any] = {"max_abs_diff": diff, "within_bound": diff <= TOLERANCE}
-        if entry["within_bound"]:
-            entry["texts_per_second"] = _texts_per_second(runtime.predict, texts)
+        diff = float(np.abs(_flat_scores(runtime.predict(texts[:16])) - expected).max())
+        entry: dict[str, Any] = {"max_abs_diff": diff}
+        if name == "onnx-int8":
+            cost = int8_auc_cost(runtime.record)
+            entry["auc_cost_vs_fp32"] = cost
+            entry["within_bound"] = cost is not None and cost <= INT8_MAX_AUC_COST
+        else:
+            entry["within_bound"] = diff <= TOLERANCE
+        entry["texts_per_second"] = _texts_per_second(runtime.predict, texts)
         results[name] = entry
-    qualified = {k: v["texts_per_second"] for k, v in results.items() if "texts_per_second" in v}
-    choice = max(qualified, key=qualified.get)
-    return {"choice": choice, "tolerance": TOLERANCE, "candidates": results, "texts": len(texts)}
+    return {
+        "candidates": results,
+        "tolerance": TOLERANCE,
+        "int8_max_auc_cost": INT8_MAX_AUC_COST,
+        "texts": len(texts),
+    }
 
 
-def choose(model_dir: str | os.PathLike, cache_path: str | os.PathLike | None) -> str:
-    """The runtime to use on this machine: cached in ``cache_path`` when given and still valid,
-    else calibrated now on ``model_dir`` (and cached)."""
-    here = machine()
-    if cache_path is not None and Path(cache_path).is_file():
-        try:
-            cached = json.loads(Path(cache_path).read_text(encoding="utf-8"))
-            if cached.get("machine") == here and cached.get("choice") in CANDIDATES:
-                return cached["choice"]
-        except (OSError, ValueError):
-            pass
+def pick(record: dict[str, Any], graph: str = "auto") -> str:
+    """The fastest candidate of a calibration ``record`` that ``graph`` allows (see the module
+    docstring); torch fp32 when none does."""
+    if graph not in GRAPHS:
+        raise ValueError(f"graph must be one of {GRAPHS}, got {graph!r}")
+    measured = {k: v for k, v in record.get("candidates", {}).items() if "texts_per_second" in v}
+    if graph == "int8":
+        if "onnx-int8" in measured:
+            return "onnx-int8"
+        log.warning("graph int8 asked, but this model has no int8 graph: serving fp32")
+    speeds = {
+        name: entry["texts_per_second"]
+        for name, entry in measured.items()
+        if entry.get("within_bound") and (name != "onnx-int8" or graph == "auto")
+    }
+    return max(speeds, key=speeds.get) if speeds else "torch-fp32"
+
+
+def calibrate_model(model_dir: str | os.PathLike) -> dict[str, Any]:
+    """Calibrate now and cache the result in the model's ``runtime.json``; return it."""
     t0 = time.perf_counter()
     record = calibrate(model_dir)
-    record.update(machine=here, measured_at=time.time(), seconds=time.perf_counter() - t0)
+    record.update(machine=machine(), measured_at=time.time(), seconds=time.perf_counter() - t0)
     log.info(
-        "classification runtime: %s (calibrated in %.1f s: %s)",
-        record["choice"],
+        "calibrated %s in %.1f s: %s",
+        model_dir,
         record["seconds"],
         {k: round(v.get("texts_per_second", 0)) for k, v in record["candidates"].items()},
     )
-    if cache_path is not None:
-        atomic_write_text(Path(cache_path), json.dumps(record, indent=2))
-    return record["choice"]
+    atomic_write_text(Path(model_dir) / RUNTIME_JSON, json.dumps(record, indent=2))
+    return record
 
 
-def load_runtime(model_dir: str | os.PathLike, cache_path: str | os.PathLike | None = None) -> Any:
-    """The fastest runtime for this model that matches torch fp32 (see the module docstring)."""
-    name = choose(model_dir, cache_path)
+def choose(model_dir: str | os.PathLike, graph: str = "auto") -> str:
+    """The runtime to use on this machine: from the model's cached calibration when it is of
+    this machine, else calibrated now (and cached)."""
+    cache = Path(model_dir) / RUNTIME_JSON
+    record = None
+    try:
+        cached = json.loads(cache.read_text(encoding="utf-8"))
+        if cached.get("machine") == machine():
+            record = cached
+    except (OSError, ValueError):
+        pass
+    return pick(record or calibrate_model(model_dir), graph)
+
+
+def load_runtime(
+    model_dir: str | os.PathLike,
+    graph: str = "auto",
+    export: Callable[[], Any] | None = None,
+) -> Any:
+    """The fastest runtime for this model that ``graph`` allows (see the module docstring).
+
+    ``export``: makes sure the exported folder exists first (a model trained before the
+    export was made at the end of training)."""
+    if export is not None:
+        try:
+            export()
+        except Exception as exc:  # noqa: BLE001 (torch still serves)
+            log.warning("no exported folder for %s (%s): serving torch", model_dir, exc)
+    name = choose(model_dir, graph)
     try:
         return _load(name, model_dir)
     except Exception as exc:

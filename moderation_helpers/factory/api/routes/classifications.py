@@ -2,13 +2,14 @@
 fine-tuned classifier (a model trained on texts reads conversations and the other way round:
 both reach the encoder as one string).
 
-``async``: a request waits for its shared batch without holding a thread (see scoring.py)."""
+``async``: a request waits for its shared batch without holding a thread (see scoring.py). The
+response header ``X-Moderation-Graph`` names the graph that scored (``int8`` or ``fp32``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
 from moderation_helpers.factory.api.responses import classification_out, invalid
 from moderation_helpers.factory.api.routes.chat import conversations_of
@@ -30,17 +31,21 @@ def texts_of(inputs: str | list[str]) -> list[str]:
 
 
 @router.post("/classifications")
-async def classify(body: ClassificationIn, store: StoreDep, models: ModelsDep) -> dict[str, Any]:
+async def classify(
+    body: ClassificationIn, store: StoreDep, models: ModelsDep, response: Response
+) -> dict[str, Any]:
     texts = texts_of(body.inputs)
     record = model_or_404(store, body.model)  # a WAL read: sub-millisecond, never waits on writers
-    return classification_out(record, await score_texts_async(models, record, texts))
+    scores = await score_texts_async(models, record, texts, response=response)
+    return classification_out(record, scores)
 
 
 @router.post("/chat/classifications")
 async def classify_chat(
-    body: ChatClassificationIn, store: StoreDep, models: ModelsDep
+    body: ChatClassificationIn, store: StoreDep, models: ModelsDep, response: Response
 ) -> dict[str, Any]:
     conversations = conversations_of(body.inputs)
     record = model_or_404(store, body.model)
     texts = conversation_texts(record, conversations)
-    return classification_out(record, await score_texts_async(models, record, texts))
+    scores = await score_texts_async(models, record, texts, response=response)
+    return classification_out(record, scores)

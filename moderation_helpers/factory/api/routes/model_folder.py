@@ -30,12 +30,8 @@ from moderation_helpers.core.folder_route import ARCHIVE_SHA256_HEADER, FOLDER_P
 from moderation_helpers.export.onnx import ExportRefused
 from moderation_helpers.factory.api.routes.deps import StoreDep
 from moderation_helpers.factory.api.routes.models import model_or_404
-from moderation_helpers.factory.exports import (
-    ARCHIVE_MEDIA_TYPE,
-    exported_folder,
-    published_thresholds,
-    write_folder_archive,
-)
+from moderation_helpers.factory.archive import ARCHIVE_MEDIA_TYPE, write_folder_archive
+from moderation_helpers.factory.exports import exported_folder, published_thresholds
 
 router = APIRouter(prefix="/v1/fine_tuning/models", tags=["fine-tuned models"])
 

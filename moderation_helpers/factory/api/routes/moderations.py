@@ -11,7 +11,7 @@ the one ``04_infer`` tuned on validation and published with
 published thresholds name another) is scored but never flagged: it means "nothing to flag"
 (the one rule, :func:`~moderation_helpers.core.flags.flag_mask`). The response header
 ``X-Moderation-Thresholds`` says which thresholds were used: ``tuned`` (some published) or
-``default-0.5``.
+``default-0.5``; ``X-Moderation-Graph`` which graph scored (``int8`` or ``fp32``).
 """
 
 from __future__ import annotations
@@ -98,7 +98,8 @@ async def moderate(
 ) -> dict[str, Any]:
     texts = texts_of(body.inputs)
     record = moderation_model(store, body.model)
-    return moderation_out(record, await score_texts_async(models, record, texts), response)
+    scores = await score_texts_async(models, record, texts, response=response)
+    return moderation_out(record, scores, response)
 
 
 @router.post("/chat/moderations")
@@ -108,4 +109,5 @@ async def moderate_chat(
     conversations = conversations_of(body.inputs)
     record = moderation_model(store, body.model)
     texts = conversation_texts(record, conversations)
-    return moderation_out(record, await score_texts_async(models, record, texts), response)
+    scores = await score_texts_async(models, record, texts, response=response)
+    return moderation_out(record, scores, response)
