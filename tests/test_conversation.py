@@ -85,3 +85,19 @@ def test_token_limits_follow_the_tokenizer():
     assert conv.render(long_chat, **limits) == "user: last"
     rendered = conv.render(CHAT, **limits)
     assert len(tokenizer(rendered)["input_ids"]) <= 16 and rendered.endswith("bye now friend")
+
+
+def test_a_text_trained_model_reads_the_latest_turn_alone_and_a_chat_trained_one_the_whole():
+    chat = [
+        {"role": "user", "content": "You are all idiots."},
+        {"role": "assistant", "content": [{"type": "text", "text": " Thanks for the feedback. "}]},
+    ]
+    texts = [{"text": "hello", "labels": {}}]
+    chats = [*texts, {"messages": chat, "labels": {}}]
+    assert conv.rendering_for(texts) == conv.LATEST_TURN
+    assert conv.rendering_for(chats) == conv.RENDERING
+    latest = conv.render_many([chat, chat[:1]], rendering=conv.LATEST_TURN)
+    assert latest == ["Thanks for the feedback.", "You are all idiots."]
+    assert conv.render(chat).startswith("user: You are all idiots.\nassistant:")
+    with pytest.raises(ValueError, match="unknown rendering"):
+        conv.render_many([chat], rendering={"name": "xml"})

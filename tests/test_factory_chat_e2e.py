@@ -51,6 +51,15 @@ def test_new_routes_through_the_sdk_on_the_trained_model(trained_job, factory, p
     client, job = trained_job
     model = job.fine_tuned_model
     check_chat_and_moderation(client, model)
+    # Trained on texts, the model reads a conversation as its latest turn alone.
+    (as_chat,) = client.classifiers.classify_chat(
+        model=model, input=[{"messages": CONVERSATION}]
+    ).results
+    (alone,) = client.classifiers.classify(
+        model=model, inputs=[CONVERSATION[-1]["content"]]
+    ).results
+    for label, score in alone["moderation"].scores.items():
+        assert as_chat["moderation"].scores[label] == pytest.approx(score, abs=1e-5)
 
     # Moderation flags at 0.5 until 04_infer's thresholds are published, then with them.
     from moderation_helpers.recipe.moderate import publish_thresholds

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from moderation_helpers.core.conversation import TURN_SEPARATOR
+from moderation_helpers.core.conversation import LATEST_TURN, RENDERING, TURN_SEPARATOR
 from moderation_helpers.core.flags import thresholds_table
 from moderation_helpers.model import moderator as moderator_module
 from moderation_helpers.model.decisions import Decision, decide
@@ -132,7 +132,15 @@ def test_moderate_names_unknown_thresholds(moderator):
         moderator.moderate(TEXTS, thresholds={"moderation": {"spam": 0.5}})
 
 
-def test_conversations_keep_the_latest_turns(moderator):
+def test_a_text_trained_model_reads_a_conversation_as_its_latest_turn(moderator):
+    chat = [{"role": "user", "content": "you are all idiots"}, {"role": "user", "content": "ok"}]
+    assert moderator.record["rendering"] == LATEST_TURN  # the test model trained on texts
+    assert moderator.render_conversations([chat]) == ["ok"]
+    assert moderator.predict_conversations([chat]) == moderator.predict(["ok"])
+
+
+def test_conversations_keep_the_latest_turns(moderator, monkeypatch):
+    monkeypatch.setitem(moderator.record, "rendering", RENDERING)  # as if trained on chats
     long_turn = {"role": "user", "content": "blah " * 200}
     chat = [long_turn, {"role": "assistant", "content": "fine"}, {"role": "user", "content": "ok"}]
     (rendered,) = moderator.render_conversations([chat])

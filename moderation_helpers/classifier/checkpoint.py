@@ -9,7 +9,7 @@ trainer's format; the exported ONNX folder (``classifier.json``) is ``model.fold
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from moderation_helpers.classifier.network import (
     pick_device,
     quiet_progress,
 )
+from moderation_helpers.core.conversation import RENDERING
 from moderation_helpers.core.files import atomic_write_text
 
 CHECKPOINT_JSON = "checkpoint.json"
@@ -38,7 +39,12 @@ FORMAT_VERSION = 1
 
 
 def save(
-    model: Classifier, tokenizer: Any, targets: Sequence[Target], seq_len: int, out: Path
+    model: Classifier,
+    tokenizer: Any,
+    targets: Sequence[Target],
+    seq_len: int,
+    out: Path,
+    rendering: Mapping[str, Any] = RENDERING,
 ) -> None:
     """Write the model folder that :func:`load_model` reads."""
     out.mkdir(parents=True, exist_ok=True)
@@ -52,6 +58,7 @@ def save(
         "base_encoder": BASE_ENCODER,
         "pooling": "mean",
         "seq_len": seq_len,
+        "rendering": dict(rendering),  # how it reads a conversation (core.conversation)
         "targets": [asdict(t) for t in targets],
     }
     # Written last, atomically: a folder without it (a crash mid-save) never loads as a model.
@@ -77,6 +84,7 @@ class ClassifierModel:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     batch_size: int = 32
     precision: str = "auto"
+    rendering: dict[str, Any] = field(default_factory=lambda: dict(RENDERING))
 
     @torch.inference_mode()
     def predict(self, texts: Sequence[str]) -> list[dict[str, dict[str, float]]]:
@@ -122,5 +130,11 @@ def load_model(
     model.to(dev).eval()
     tokenizer = load_tokenizer(str(out / ENCODER_DIR))
     return ClassifierModel(
-        targets, int(config["seq_len"]), model, tokenizer, dev, precision=precision
+        targets,
+        int(config["seq_len"]),
+        model,
+        tokenizer,
+        dev,
+        precision=precision,
+        rendering=config.get("rendering", RENDERING),  # older checkpoints read whole chats
     )

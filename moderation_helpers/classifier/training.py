@@ -36,7 +36,7 @@ from moderation_helpers.classifier.network import (
     load_tokenizer,
     pick_device,
 )
-from moderation_helpers.core.conversation import encoder_inputs
+from moderation_helpers.core.conversation import encoder_inputs, rendering_for
 
 
 @dataclass
@@ -195,7 +195,7 @@ def train(
     )
 
     t_save = time.perf_counter()
-    save(model, tokenizer, targets, seq_len, Path(out_dir))
+    save(model, tokenizer, targets, seq_len, Path(out_dir), rendering_for(train_examples))
     return TrainResult(
         trained_tokens=trained_tokens,
         seconds=time.perf_counter() - t_start,

@@ -10,8 +10,16 @@ with its role::
 
 When the rendering is longer than the model's ``seq_len``, the **earliest** turns are dropped
 (the latest turn is what is being moderated), and a latest turn that alone is too long keeps its
-beginning, as a text would. The validator, the trainer, the factory's chat routes, the exported
-model folder and the Moderator all call this module, so a chat reads the same everywhere.
+beginning, as a text would.
+
+A model trained on texts only has never seen such a rendering: the "user: ..." lines of earlier
+turns move its scores (a toxic last turn after two benign turns was flagged a quarter as often
+as alone, a benign one after toxic turns far more often). Such a model reads a conversation as
+its **latest turn alone** (:data:`LATEST_TURN`), exactly the text it was trained on; a model
+trained on conversations reads the whole rendering (:data:`RENDERING`). The trainer records which
+(:func:`rendering_for`), and every reader passes it to :func:`render_many`. The validator, the
+trainer, the factory's chat routes, the exported model folder and the Moderator all call this
+module, so a chat reads the same everywhere.
 
 Training lines hold ``content`` as a string; API requests (``/v1/chat/classifications``) may also
 send the API's content chunks (``[{"type": "text", "text": "..."}]``): their text parts are joined.
@@ -36,6 +44,12 @@ RENDERING = {
     "separator": TURN_SEPARATOR,
     "truncation": "drop earliest turns first; the latest turn keeps its beginning",
 }
+LATEST_TURN = {
+    "name": "latest-turn",
+    "version": 1,
+    "description": "trained on texts: a conversation is read as its latest turn alone",
+}
+RENDERINGS = {r["name"]: r for r in (RENDERING, LATEST_TURN)}
 
 Message = Mapping[str, Any]
 CountTokens = Callable[[Sequence[str]], Sequence[int]]
@@ -105,14 +119,21 @@ def content_text(content: Any) -> str:
     return str(content)
 
 
+def rendering_for(examples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """How a model trained on ``examples`` reads conversations: the whole rendering when any
+    example is a conversation, else the latest turn alone."""
+    return dict(RENDERING if any("messages" in ex for ex in examples) else LATEST_TURN)
+
+
 def render_many(
     conversations: Sequence[Sequence[Message]],
     *,
+    rendering: Mapping[str, Any] = RENDERING,
     count_tokens: CountTokens | None = None,
     max_tokens: int | None = None,
 ) -> list[str]:
     """Each conversation as one string; with ``count_tokens`` and ``max_tokens``, only the latest
-    turns that fit.
+    turns that fit. With ``rendering`` :data:`LATEST_TURN`, the latest turn's content alone.
 
     ``count_tokens(strings)`` returns each string's token count without special tokens (one
     call for every turn of every conversation); ``max_tokens`` is the budget for a rendering (the
@@ -121,6 +142,10 @@ def render_many(
     """
     if not len(conversations):
         return []
+    if rendering["name"] == LATEST_TURN["name"]:
+        return [content_text(messages[-1].get("content")).strip() for messages in conversations]
+    if rendering["name"] != RENDERING["name"]:
+        raise ValueError(f"unknown rendering {rendering['name']!r}: one of {sorted(RENDERINGS)}")
     turns = pd.Series(list(conversations), dtype=object).explode().dropna()
     frame = pd.DataFrame.from_records(turns.tolist(), columns=["role", "content"])
     frame.index = turns.index  # the conversation each turn belongs to

@@ -22,7 +22,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from moderation_helpers.core import conversation
 from moderation_helpers.core.files import atomic_folder, write_json
 from moderation_helpers.export.model_card import model_card
 from moderation_helpers.export.quantize import INT8_METHOD, quantize_int8
@@ -215,7 +214,7 @@ def _record(
         seq_len=classifier.seq_len,
         base_encoder=BASE_ENCODER,
         pad_id=pad_id,
-        rendering=conversation.RENDERING,
+        rendering=classifier.rendering,
         model_id=model_id,
         opset=OPSET,
         variants=variants,

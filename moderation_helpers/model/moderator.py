@@ -290,13 +290,15 @@ class Moderator:
     def render_conversations(
         self, conversations: Sequence[Sequence[Mapping[str, Any]]]
     ) -> list[str]:
-        """Each conversation as the encoder reads it (the earliest turns dropped to fit)."""
+        """Each conversation as this model reads it: its latest turn alone for a model trained
+        on texts, else the whole rendering (the earliest turns dropped to fit)."""
         for i, messages in enumerate(conversations):
             problems = conversation.message_problems(messages, f"conversations[{i}]")
             if problems:
                 raise ValueError("; ".join(f"{field}: {msg}" for field, msg in problems))
         return conversation.render_many(
             conversations,
+            rendering=self.record.get("rendering", conversation.RENDERING),
             count_tokens=self.count_tokens,
             max_tokens=self.seq_len - self.special_tokens,
         )

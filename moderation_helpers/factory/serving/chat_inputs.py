@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from moderation_helpers.core.conversation import Message, render_many, token_limits
+from moderation_helpers.core.conversation import RENDERING, Message, render_many, token_limits
 
 
 @lru_cache(maxsize=8)
@@ -25,19 +25,23 @@ def _limits(model_path: str) -> dict[str, Any]:
     config = folder / CHECKPOINT_JSON
     if not config.is_file():  # a model of another trainer (tests): no token budget known
         return {}
-    seq_len = int(json.loads(config.read_text(encoding="utf-8"))["seq_len"])
+    checkpoint = json.loads(config.read_text(encoding="utf-8"))
+    seq_len = int(checkpoint["seq_len"])
     tokenizer_dir = folder / ENCODER_DIR
     if not tokenizer_dir.is_dir():
         tokenizer_dir = encoder_path()
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
-    return token_limits(tokenizer, seq_len)
+    return {
+        "rendering": checkpoint.get("rendering", RENDERING),
+        **token_limits(tokenizer, seq_len),
+    }
 
 
 def conversation_texts(
     record: dict[str, Any], conversations: Sequence[Sequence[Message]]
 ) -> list[str]:
-    """Each conversation rendered as the text the model ``record`` reads (latest turns kept
-    within its ``seq_len``)."""
+    """Each conversation as the text the model ``record`` reads: its latest turn alone for a
+    model trained on texts, else the rendering within its ``seq_len`` (latest turns kept)."""
     return render_many(conversations, **_limits(str(record["path"])))
