@@ -250,3 +250,39 @@ def test_the_pinned_factory_answers_with_the_fp32_graph(factory, trained_job):
         response = httpx.post(factory.url + route, json=body, timeout=60)
         assert response.status_code == 200, response.text
         assert response.headers["X-Moderation-Graph"] == "fp32"
+
+
+def test_the_model_card_shows_behaviours_identity_rates_and_the_base_rate():
+    from moderation_helpers.export.model_card import model_card
+
+    record = {
+        "model_id": "ft:x",
+        "base_encoder": "enc",
+        "seq_len": 128,
+        "variants": {"fp32": {"file": "model.onnx"}},
+        "targets": [
+            {
+                "output": "moderation",
+                "labels": ["insult", "safe"],
+                "loss_function": "multi_class",
+                "score_function": "sigmoid",
+            }
+        ],
+    }
+    evaluation = {
+        "base_rate": {"moderation/insult": 0.05, "moderation/safe": 0.9},
+        "behaviours": {"insult": {"toxic": True, "n": 3, "accuracy": 2 / 3, "flag_rate": 2 / 3}},
+        "identity": {
+            "fpr": 0.1,
+            "n": 500,
+            "groups": {"religion": 0.25},
+            "spread": {"term": {"min": 0.0, "max": 0.4, "worst": "Muslim"}},
+        },
+    }
+    summary = {"source": "/home/someone/data/civil_comments", "threshold": 0.5, "splits": {}}
+    card = model_card(record, evaluation=evaluation, summary=summary)
+    assert "| insult | flag | 3 | 0.667 | 0.667 |" in card
+    assert "| religion | 0.25 |" in card and "(worst: Muslim)" in card
+    assert "moderation/insult 5.0%" in card and "safe 90" not in card
+    assert "/home/someone" not in card and "`civil_comments (a local copy" in card
+    assert "No behavioural checks" in model_card(record)

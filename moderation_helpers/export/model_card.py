@@ -4,6 +4,7 @@ measured, and what it is not for. Built from classifier.json, the job and the ru
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 HYPERPARAMETERS = (
@@ -71,6 +72,10 @@ def model_card(
         "",
         _evaluation_section(evaluation),
         "",
+        "## Behaviours",
+        "",
+        _behaviour_section(evaluation),
+        "",
         "## Quantization",
         "",
         _variants_section(record),
@@ -78,12 +83,12 @@ def model_card(
         "## Intended use and limits",
         "",
         "- Intended for: flagging user comments for review, in English, with the per-label "
-        "thresholds of `thresholds.json` (tuned for best F1 on the validation split) as a "
-        "starting point to adjust to your own costs of misses and false alarms.",
+        "thresholds of `thresholds.json` as a starting point to adjust to your own costs of "
+        f"misses and false alarms. {_base_rate_note(evaluation)}",
         "- English only: the encoder and the data are English.",
         "- Trained on a small curated sample of Civil Comments (about 60% toxic, against about "
-        "8% in the full corpus, and in most real traffic): scores and thresholds are not "
-        "calibrated to production base rates; re-tune thresholds on your own traffic.",
+        "8% in the full corpus, and in most real traffic): scores are not calibrated "
+        "probabilities; re-tune thresholds on your own traffic.",
         "- Test figures come from about a hundred comments: one comment moves a label's ROC-AUC "
         "by up to about 0.02.",
         "- Civil Comments labels are crowd raters' judgements and carry their biases (identity "
@@ -106,8 +111,11 @@ def _data_section(summary: Mapping[str, Any] | None) -> str:
         )
         for name, s in splits.items()
     ]
+    source = str(summary.get("source") or "unknown")
+    if "/" in source and Path(source).name:  # a local folder: its name, not this machine's path
+        source = f"{Path(source).name} (a local copy laid out like the hub dataset)"
     head = (
-        f"Training data: `{summary.get('source')}` (rater fraction > {summary.get('threshold')} "
+        f"Training data: `{source}` (rater fraction > {summary.get('threshold')} "
         f"sets a label; dropped as too rare: {summary.get('dropped_labels') or 'none'})."
     )
     return head + "\n\n" + _table(("split", "rows", "label counts"), rows)
@@ -157,3 +165,53 @@ def _variants_section(record: Mapping[str, Any]) -> str:
         f"{validation.get('metric')}:\n\n"
         + _table(("graph", "macro ROC-AUC", "cost vs fp32"), rows)
     )
+
+
+def _base_rate_note(evaluation: Mapping[str, Any] | None) -> str:
+    """What traffic the thresholds were tuned for (04_infer's ``base_rate``)."""
+    rates = (evaluation or {}).get("base_rate")
+    if not rates:
+        return "The thresholds maximize F1 on the validation split as it is (no base rate given)."
+    shown = ", ".join(f"{name} {rate:.1%}" for name, rate in rates.items() if "safe" not in name)
+    return (
+        "The thresholds maximize F1 on the validation split reweighted to traffic with these "
+        f"shares of positives: {shown}."
+    )
+
+
+def _behaviour_section(evaluation: Mapping[str, Any] | None) -> str:
+    """Accuracy per behaviour of the project's own suite, and false positives on sentences that
+    merely mention an identity (04_infer's checks), at the tuned thresholds."""
+    behaviours = (evaluation or {}).get("behaviours")
+    if not behaviours:
+        return "No behavioural checks were given to the export (run 04_infer)."
+    rows = [
+        (
+            name,
+            "flag" if b.get("toxic") else ("leave" if b.get("toxic") is False else "–"),
+            b.get("n"),
+            _fmt(b.get("accuracy")),
+            _fmt(b.get("flag_rate")),
+        )
+        for name, b in behaviours.items()
+    ]
+    parts = [
+        "The project's own hand-written cases (none used in training), flagged as `moderate()` "
+        "flags them:",
+        "",
+        _table(("behaviour", "wanted", "cases", "accuracy", "flag rate"), rows),
+    ]
+    identity = (evaluation or {}).get("identity") or {}
+    if identity:
+        spread = (identity.get("spread") or {}).get("term") or {}
+        groups = identity.get("groups") or {}
+        parts += [
+            "",
+            f"Neutral and positive sentences that mention an identity ({identity.get('n')} "
+            f"sentences, none should be flagged): {_fmt(identity.get('fpr'))} flagged overall; "
+            f"per term from {_fmt(spread.get('min'))} to {_fmt(spread.get('max'))} "
+            f"(worst: {spread.get('worst')}).",
+            "",
+            _table(("group", "false-positive rate"), [(g, _fmt(v)) for g, v in groups.items()]),
+        ]
+    return "\n".join(parts)
