@@ -173,19 +173,19 @@ def test_estimate_uses_cached_calibration(tmp_path, monkeypatch):
     cache = tmp_path / "calibration.json"
     calls = []
 
-    def fake(batch_size: int, tokens: int, precision: str) -> float:
-        calls.append((batch_size, tokens, precision))
+    def fake(batch_size: int, tokens: int, precision: str, encoder: str) -> float:
+        calls.append((batch_size, tokens, precision, encoder))
         return 0.25
 
     monkeypatch.setattr(estimate, "_STEP_SECONDS_CACHE", {})
     monkeypatch.setattr(estimate, "_calibrate_step_seconds", fake)
     assert estimate_training_seconds(200, 16, 50.2, cache_path=cache) == pytest.approx(50.0)
     assert estimate_training_seconds(100, 16, 51, cache_path=cache) == pytest.approx(25.0)
-    assert calls == [(16, 56, "auto")]
+    assert calls == [(16, 56, "auto", "all-MiniLM-L6-v2")]
     # a fresh process reads the file instead of re-measuring
     monkeypatch.setattr(estimate, "_STEP_SECONDS_CACHE", {})
     assert estimate_training_seconds(10, 16, 50, cache_path=cache) == pytest.approx(2.5)
-    assert calls == [(16, 56, "auto")]
+    assert calls == [(16, 56, "auto", "all-MiniLM-L6-v2")]
 
 
 def test_bf16_and_fp32_scores_agree(trained):

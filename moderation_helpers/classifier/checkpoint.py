@@ -19,8 +19,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from moderation_helpers.classifier.batches import pad, tokenize
+from moderation_helpers.classifier.encoders import DEFAULT_ENCODER, ENCODERS
 from moderation_helpers.classifier.network import (
-    BASE_ENCODER,
     Classifier,
     Target,
     autocast,
@@ -38,9 +38,15 @@ FORMAT_VERSION = 1
 
 
 def save(
-    model: Classifier, tokenizer: Any, targets: Sequence[Target], seq_len: int, out: Path
+    model: Classifier,
+    tokenizer: Any,
+    targets: Sequence[Target],
+    seq_len: int,
+    out: Path,
+    base_encoder: str,
 ) -> None:
-    """Write the model folder that :func:`load_model` reads."""
+    """Write the model folder that :func:`load_model` reads; ``base_encoder``: the hub id of the
+    encoder it was fine-tuned from (the record; loading reads the folder's own weights)."""
     out.mkdir(parents=True, exist_ok=True)
     with quiet_progress():
         model.encoder.save_pretrained(out / ENCODER_DIR)
@@ -49,7 +55,7 @@ def save(
     save_file(heads, str(out / HEADS_FILE))
     config = {
         "format_version": FORMAT_VERSION,
-        "base_encoder": BASE_ENCODER,
+        "base_encoder": base_encoder,
         "pooling": "mean",
         "seq_len": seq_len,
         "targets": [asdict(t) for t in targets],
@@ -77,6 +83,7 @@ class ClassifierModel:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     batch_size: int = 32
     precision: str = "auto"
+    base_encoder: str = ENCODERS[DEFAULT_ENCODER].hub_id
 
     @torch.inference_mode()
     def predict(self, texts: Sequence[str]) -> list[dict[str, dict[str, float]]]:
@@ -122,5 +129,11 @@ def load_model(
     model.to(dev).eval()
     tokenizer = load_tokenizer(str(out / ENCODER_DIR))
     return ClassifierModel(
-        targets, int(config["seq_len"]), model, tokenizer, dev, precision=precision
+        targets,
+        int(config["seq_len"]),
+        model,
+        tokenizer,
+        dev,
+        precision=precision,
+        base_encoder=config.get("base_encoder") or ENCODERS[DEFAULT_ENCODER].hub_id,
     )

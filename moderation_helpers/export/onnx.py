@@ -133,8 +133,6 @@ def _record(
     import onnxruntime
     import torch
 
-    from moderation_helpers.classifier.network import BASE_ENCODER
-
     return classifier_record(
         targets=[
             {
@@ -146,7 +144,7 @@ def _record(
             for t in classifier.targets
         ],
         seq_len=classifier.seq_len,
-        base_encoder=BASE_ENCODER,
+        base_encoder=classifier.base_encoder,
         pad_id=pad_id,
         rendering=conversation.RENDERING,
         model_id=model_id,
