@@ -110,6 +110,13 @@ def test_save_load_round_trip_gives_identical_scores(trained, tmp_path):
     assert first == second
 
 
+def test_the_checkpoint_records_its_base_encoder(trained):
+    out, _, _ = trained
+    config = json.loads((out / CHECKPOINT_JSON).read_text())
+    assert config["base_encoder"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert load_model(out).base_encoder == config["base_encoder"]
+
+
 def test_same_seed_same_losses(tmp_path):
     runs = [
         T.train(_examples(False), None, [MULTI], _settings(training_steps=3), tmp_path / str(i))
