@@ -42,3 +42,8 @@ def train_through_sdk(
         time.sleep(1)
         job = client.fine_tuning.jobs.get(job_id=job.id)
     return job
+
+
+def fine_tuned(listing: Any) -> list[Any]:
+    """The fine-tuned models of a ``models.list()`` answer (it also lists the base encoders)."""
+    return [m for m in listing.data if m.type != "base"]

@@ -19,6 +19,7 @@ from moderation_helpers.recipe.client import (
     require_fine_tuning,
     resolve_backend,
 )
+from tests.sdk_jobs import fine_tuned
 
 SECRET = "sk-test-not-a-real-key-0123456789"
 
@@ -77,7 +78,7 @@ def test_auto_with_a_key_targets_mistral_at_the_server_url(clean_env, tmp_path):
         clean_env.setenv("MISTRAL_SERVER_URL", handle.url)
         backend = connect("auto")
         assert backend.name == "mistral" and backend.server_url == handle.url
-        assert backend.client.models.list().data == []  # the key was accepted as the token
+        assert fine_tuned(backend.client.models.list()) == []  # the key was accepted as the token
 
         clean_env.setenv("MISTRAL_API_KEY", "wrong-key")
         with pytest.raises(sdk_errors.MistralError) as err:

@@ -24,6 +24,7 @@ from test_factory_lifecycle import FAKE_TRAINER, children, create_job, sdk_for, 
 from moderation_helpers.factory.process import pid_alive, start_factory, stop_factory
 from moderation_helpers.factory.queue.training import TRAINING_NICENESS
 from moderation_helpers.factory.store.db import Store
+from tests.sdk_jobs import fine_tuned
 
 DEAF_TRAINER = (
     FAKE_TRAINER
@@ -212,7 +213,7 @@ def test_kill_9_while_classifying_then_every_model_classifies_identically(
 
     again = servers()
     assert classify_one_by_one(again, model_id) == before
-    listed = sdk_for(again).models.list().data
+    listed = fine_tuned(sdk_for(again).models.list())
     assert [m.id for m in listed] == [model_id]
     info = json.loads((again.store / "server.json").read_text())
     assert info["pid"] == again.pid

@@ -20,6 +20,7 @@ import pytest
 from mistralai.client import Mistral
 
 from moderation_helpers.factory.process import pid_alive, start_factory, stop_factory
+from tests.sdk_jobs import fine_tuned
 
 FAKE_TRAINER = '''
 """A stand-in trainer: FAKE_TRAINER_MODE=slow (a checkpoint every 0.1 s, forever-ish) or crash."""
@@ -43,6 +44,7 @@ class TrainSettings:
     batch_size: int = 16
     seed: int = 0
     checkpoint_every: int | None = None
+    encoder: str = "all-MiniLM-L6-v2"
 
 @dataclass
 class Checkpoint:
@@ -62,7 +64,7 @@ class TrainingCancelled(Exception):
 def clamp_seq_len(n):
     return min(int(n), 512)
 
-def count_tokens(texts):
+def count_tokens(texts, **_):
     return sum(len(t.split()) + 2 for t in texts)
 
 def estimate_training_seconds(steps, batch_size, mean_tokens, **_):
@@ -182,7 +184,7 @@ def test_cancel_of_a_running_job_stops_training(fake_trainer, start):
     assert statuses(job)[-2:] == ["CANCELLATION_REQUESTED", "CANCELLED"]
     assert wait_gone(trainers[0])
     assert job.fine_tuned_model is None
-    assert sdk.models.list().data == []
+    assert fine_tuned(sdk.models.list()) == []
     assert job.checkpoints[0].metrics.valid_loss is not None
 
 
@@ -262,7 +264,7 @@ def test_restart_keeps_job_file_and_model_and_the_model_classifies(start):
 
     deleted = sdk.models.delete(model_id=job.fine_tuned_model)
     assert deleted.deleted
-    assert sdk.models.list().data == []
+    assert fine_tuned(sdk.models.list()) == []
 
 
 def test_cli_status_and_stop_and_the_token_stays_secret(start, tmp_path):
@@ -270,7 +272,7 @@ def test_cli_status_and_stop_and_the_token_stays_secret(start, tmp_path):
     handle = start(token=token)
     cmdline = Path(f"/proc/{handle.pid}/cmdline").read_bytes()
     assert token.encode() not in cmdline
-    assert sdk_for(handle, token).models.list().data == []
+    assert fine_tuned(sdk_for(handle, token).models.list()) == []
     with pytest.raises(RuntimeError, match="already served by pid"):
         start_factory(handle.store, port=0)
 

@@ -110,6 +110,13 @@ def test_save_load_round_trip_gives_identical_scores(trained, tmp_path):
     assert first == second
 
 
+def test_the_checkpoint_records_its_base_encoder(trained):
+    out, _, _ = trained
+    config = json.loads((out / CHECKPOINT_JSON).read_text())
+    assert config["base_encoder"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert load_model(out).base_encoder == config["base_encoder"]
+
+
 def test_same_seed_same_losses(tmp_path):
     runs = [
         T.train(_examples(False), None, [MULTI], _settings(training_steps=3), tmp_path / str(i))
@@ -173,19 +180,19 @@ def test_estimate_uses_cached_calibration(tmp_path, monkeypatch):
     cache = tmp_path / "calibration.json"
     calls = []
 
-    def fake(batch_size: int, tokens: int, precision: str) -> float:
-        calls.append((batch_size, tokens, precision))
+    def fake(batch_size: int, tokens: int, precision: str, encoder: str) -> float:
+        calls.append((batch_size, tokens, precision, encoder))
         return 0.25
 
     monkeypatch.setattr(estimate, "_STEP_SECONDS_CACHE", {})
     monkeypatch.setattr(estimate, "_calibrate_step_seconds", fake)
     assert estimate_training_seconds(200, 16, 50.2, cache_path=cache) == pytest.approx(50.0)
     assert estimate_training_seconds(100, 16, 51, cache_path=cache) == pytest.approx(25.0)
-    assert calls == [(16, 56, "auto")]
+    assert calls == [(16, 56, "auto", "all-MiniLM-L6-v2")]
     # a fresh process reads the file instead of re-measuring
     monkeypatch.setattr(estimate, "_STEP_SECONDS_CACHE", {})
     assert estimate_training_seconds(10, 16, 50, cache_path=cache) == pytest.approx(2.5)
-    assert calls == [(16, 56, "auto")]
+    assert calls == [(16, 56, "auto", "all-MiniLM-L6-v2")]
 
 
 def test_bf16_and_fp32_scores_agree(trained):

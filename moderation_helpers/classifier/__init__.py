@@ -1,20 +1,30 @@
-"""The torch classifier the factory fine-tunes: network, batches, training loop, checkpoint,
-duration estimate.
+"""The torch classifier the factory fine-tunes: base encoders, network, batches, training loop,
+checkpoint, duration estimate.
 
 The names below are the *trainer interface* the factory's worker loads (``$MODERATION_FACTORY_
-TRAINER`` names another module with the same names, e.g. a test's stand-in).
+TRAINER`` names another module with the same names, e.g. a test's stand-in). They load lazily:
+the factory's API reads :mod:`.encoders` without importing torch.
 """
 
-from moderation_helpers.classifier.estimate import estimate_training_seconds
-from moderation_helpers.classifier.network import Target, clamp_seq_len, count_tokens
-from moderation_helpers.classifier.training import TrainingCancelled, TrainSettings, train
+from __future__ import annotations
 
-__all__ = [
-    "Target",
-    "TrainSettings",
-    "TrainingCancelled",
-    "clamp_seq_len",
-    "count_tokens",
-    "estimate_training_seconds",
-    "train",
-]
+import importlib
+from typing import Any
+
+_HOMES = {
+    "Target": "network",
+    "clamp_seq_len": "network",
+    "count_tokens": "network",
+    "estimate_training_seconds": "estimate",
+    "TrainingCancelled": "training",
+    "TrainSettings": "training",
+    "train": "training",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)

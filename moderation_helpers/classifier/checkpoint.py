@@ -19,8 +19,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from moderation_helpers.classifier.batches import pad, tokenize
+from moderation_helpers.classifier.encoders import DEFAULT_ENCODER, ENCODERS
 from moderation_helpers.classifier.network import (
-    BASE_ENCODER,
     Classifier,
     Target,
     autocast,
@@ -44,9 +44,11 @@ def save(
     targets: Sequence[Target],
     seq_len: int,
     out: Path,
+    base_encoder: str,
     rendering: Mapping[str, Any] = RENDERING,
 ) -> None:
-    """Write the model folder that :func:`load_model` reads."""
+    """Write the model folder that :func:`load_model` reads; ``base_encoder``: the hub id of the
+    encoder it was fine-tuned from (the record; loading reads the folder's own weights)."""
     out.mkdir(parents=True, exist_ok=True)
     with quiet_progress():
         model.encoder.save_pretrained(out / ENCODER_DIR)
@@ -55,7 +57,7 @@ def save(
     save_file(heads, str(out / HEADS_FILE))
     config = {
         "format_version": FORMAT_VERSION,
-        "base_encoder": BASE_ENCODER,
+        "base_encoder": base_encoder,
         "pooling": "mean",
         "seq_len": seq_len,
         "rendering": dict(rendering),  # how it reads a conversation (core.conversation)
@@ -85,6 +87,7 @@ class ClassifierModel:
     batch_size: int = 32
     precision: str = "auto"
     rendering: dict[str, Any] = field(default_factory=lambda: dict(RENDERING))
+    base_encoder: str = ENCODERS[DEFAULT_ENCODER].hub_id
 
     @torch.inference_mode()
     def predict(self, texts: Sequence[str]) -> list[dict[str, dict[str, float]]]:
@@ -137,4 +140,5 @@ def load_model(
         dev,
         precision=precision,
         rendering=config.get("rendering", RENDERING),  # older checkpoints read whole chats
+        base_encoder=config.get("base_encoder") or ENCODERS[DEFAULT_ENCODER].hub_id,
     )

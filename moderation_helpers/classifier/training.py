@@ -26,12 +26,12 @@ from torch.nn import functional as F
 
 from moderation_helpers.classifier.batches import encode_labels, epoch_batches, pad, tokenize
 from moderation_helpers.classifier.checkpoint import save
+from moderation_helpers.classifier.encoders import DEFAULT_ENCODER, encoder_for
 from moderation_helpers.classifier.network import (
     Classifier,
     Target,
     autocast,
     clamp_seq_len,
-    encoder_path,
     load_encoder,
     load_tokenizer,
     pick_device,
@@ -47,6 +47,8 @@ class TrainSettings:
     a larger rate than the pretrained encoder (which gets the job's ``learning_rate``).
     ``precision``: ``"auto"`` computes in bfloat16 (autocast; weights and optimizer state stay
     float32) where the hardware does bf16 natively, else float32; or ``"bf16"`` / ``"fp32"``.
+    ``encoder``: the base encoder to fine-tune, a name :func:`.encoders.encoder_for` reads (the
+    job's ``model``; names it does not know get all-MiniLM-L6-v2).
     """
 
     training_steps: int = 100
@@ -59,6 +61,7 @@ class TrainSettings:
     checkpoint_every: int | None = None
     head_learning_rate: float | None = 2e-3
     precision: str = "auto"
+    encoder: str = DEFAULT_ENCODER
 
 
 @dataclass
@@ -183,8 +186,9 @@ def train(
     np.random.seed(settings.seed)
     torch.manual_seed(settings.seed)
     dev = pick_device(device)
-    tokenizer = load_tokenizer(str(encoder_path()))
-    model = Classifier(load_encoder(encoder_path()), targets).to(dev)
+    base = encoder_for(settings.encoder)
+    tokenizer = load_tokenizer(str(base.path()))
+    model = Classifier(load_encoder(base.path()), targets).to(dev)
     fit = _Fit(model, tokenizer, targets, dev, settings.precision)
     train_data = fit.encode(train_examples, seq_len)
     valid_data = fit.encode(valid_examples, seq_len) if valid_examples else None
@@ -195,7 +199,15 @@ def train(
     )
 
     t_save = time.perf_counter()
-    save(model, tokenizer, targets, seq_len, Path(out_dir), rendering_for(train_examples))
+    save(
+        model,
+        tokenizer,
+        targets,
+        seq_len,
+        Path(out_dir),
+        base.hub_id,
+        rendering_for(train_examples),
+    )
     return TrainResult(
         trained_tokens=trained_tokens,
         seconds=time.perf_counter() - t_start,

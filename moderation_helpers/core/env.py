@@ -17,6 +17,8 @@ FACTORY_STORE_ENV = "MODERATION_FACTORY_STORE"
 FACTORY_SETTING_PREFIX = "MODERATION_FACTORY_"  # + a serving limit's name, upper case
 # The module the factory trains with; tests name a stand-in that fails or runs slowly on purpose.
 FACTORY_TRAINER_ENV = "MODERATION_FACTORY_TRAINER"
+# Where encoders shipped as split zips (all-mpnet-base-v2) are unzipped, once.
+ENCODER_CACHE_ENV = "MODERATION_ENCODER_CACHE"
 WANDB_API_KEY_ENV = "WANDB_API_KEY"
 HF_TOKEN_ENV = "HF_TOKEN"
 
@@ -28,11 +30,17 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 DEFAULT_FACTORY_URL = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"
 DEFAULT_FACTORY_STORE = "~/.cache/moderation-cookbook/factory"
+DEFAULT_ENCODER_CACHE = "~/.cache/moderation-cookbook/encoders"
 
 
 def default_store() -> Path:
     """The factory's store folder: ``$MODERATION_FACTORY_STORE``, else the user's cache."""
     return Path(os.environ.get(FACTORY_STORE_ENV) or DEFAULT_FACTORY_STORE).expanduser()
+
+
+def default_encoder_cache() -> Path:
+    """The unzipped encoders' folder: ``$MODERATION_ENCODER_CACHE``, else the user's cache."""
+    return Path(os.environ.get(ENCODER_CACHE_ENV) or DEFAULT_ENCODER_CACHE).expanduser()
 
 
 def secret_values(environ: os.Mapping[str, str] | None = None, min_length: int = 4) -> list[str]:

@@ -199,8 +199,6 @@ def _record(
     import onnxruntime
     import torch
 
-    from moderation_helpers.classifier.network import BASE_ENCODER
-
     return classifier_record(
         targets=[
             {
@@ -212,7 +210,7 @@ def _record(
             for t in classifier.targets
         ],
         seq_len=classifier.seq_len,
-        base_encoder=BASE_ENCODER,
+        base_encoder=classifier.base_encoder,
         pad_id=pad_id,
         rendering=classifier.rendering,
         model_id=model_id,

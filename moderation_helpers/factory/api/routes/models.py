@@ -1,4 +1,5 @@
-"""``/v1/models``: list, get and delete fine-tuned models."""
+"""``/v1/models``: list, get and delete fine-tuned models; list and get the base encoders
+(``type: "base"``) a job's ``model`` can name."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from moderation_helpers.factory.api.responses import model_out, not_found
+from moderation_helpers.classifier.encoders import ENCODERS, find_encoder
+from moderation_helpers.factory.api.responses import base_model_out, model_out, not_found
 from moderation_helpers.factory.api.routes.deps import ModelsDep, StoreDep
 from moderation_helpers.factory.store.db import Store
 
@@ -26,12 +28,17 @@ def list_models(
     store: StoreDep, provider: str | None = None, model: str | None = None
 ) -> dict[str, Any]:
     # provider: every model here is the local factory's, so the filter is not applied.
+    base = [find_encoder(model)] if model else list(ENCODERS.values())
     records = store.list_models(model)
-    return {"object": "list", "data": [model_out(m, store.workspace) for m in records]}
+    data = [base_model_out(spec) for spec in base if spec is not None]
+    return {"object": "list", "data": data + [model_out(m, store.workspace) for m in records]}
 
 
 @router.get("/{model_id:path}")
 def get_model(store: StoreDep, model_id: str) -> dict[str, Any]:
+    base = find_encoder(model_id)
+    if base is not None and store.get_model(model_id) is None:
+        return base_model_out(base)
     return model_out(model_or_404(store, model_id), store.workspace)
 
 

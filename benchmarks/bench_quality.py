@@ -1,0 +1,190 @@
+"""Issue 16: model choices made measurable, by k-fold cross-validation on the prepared mirror rows.
+
+    python benchmarks/bench_quality.py                       # 5 folds, every installed encoder
+    OMP_NUM_THREADS=1 python benchmarks/bench_quality.py --folds 5 --max-folds 2 \
+        --encoders all-MiniLM-L6-v2                         # the first 2 of 5 folds only
+
+Prepares the mirror as the default pipeline does (notebooks/01_prepare.ipynb: every split,
+``max_label_fraction=1.0``, ``zero_flags_fraction=0.4``, rare labels dropped), pools the splits'
+rows and cross-validates the project's classifier (``recipe.cv``) on them, for each base encoder:
+the identity sentences of the recipe (``--identity-examples`` benign, ``--identity-attacks``
+attacks) join every training fold and are never scored. Prints per-label ROC-AUC and AP as
+mean ± sd over the folds run, the training steps' seconds, and the int8 texts/s of the first
+fold's model exported (``export_model(int8=True)``) and scored by the Moderator on its held-out
+texts; then the command, the CPU (``lscpu``) and the load average, before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+DEFAULT_SOURCE = REPO.parent / "shared" / "data" / "civil_comments"
+
+
+def prepared_rows(source: Path, args: argparse.Namespace) -> tuple[list[dict], list[dict]]:
+    """The mirror's rows prepared as 01_prepare does (all splits pooled) and the identity rows."""
+    import pandas as pd
+
+    from moderation_helpers.recipe import identity_examples as ie
+    from moderation_helpers.recipe import prepare
+    from moderation_helpers.recipe import source as sources
+
+    sizes = {"train": 1_000_000, "validation": 50_000, "test": 50_000}
+    raw = sources.load_splits(str(source), sizes, progress=False)
+    labels = sources.infer_label_columns(raw["train"], "text")
+    flags = {split: prepare.threshold_labels(df, labels, 0.5) for split, df in raw.items()}
+    balanced = {
+        split: prepare.balance(frame, 0.4, 1.0, seed=args.seed) for split, frame in flags.items()
+    }
+    kept, _dropped = prepare.drop_rare_labels(balanced, 0.01)
+    texts = pd.concat([raw[s]["text"].set_axis(raw[s].index.map(f"{s}-{{}}".format)) for s in kept])
+    flags_all = pd.concat([kept[s].set_axis(kept[s].index.map(f"{s}-{{}}".format)) for s in kept])
+    rows = prepare.to_records(texts, flags_all).to_dict("records")
+    columns = list(flags_all.columns)
+    extra = [
+        make(n, seed=args.seed, labels=columns)
+        for n, make in (
+            (args.identity_examples, ie.identity_examples),
+            (args.identity_attacks, ie.identity_attacks),
+        )
+        if n
+    ]
+    augment = []
+    for frame in extra:
+        augment += prepare.to_records(frame["text"], frame.drop(columns="text")).to_dict("records")
+    return rows, augment
+
+
+def int8_texts_per_second(model_dir: Path, texts: list[str], rounds: int = 3) -> dict[str, float]:
+    """Export the fold's model (fp32 + int8), then time the int8 Moderator on ``texts``: texts
+    per wall-clock second (threads: the cores this process may use) and, with one thread, per
+    CPU-second (what a quiet core gives, whatever else the machine runs)."""
+    from moderation_helpers.classifier.checkpoint import load_model
+    from moderation_helpers.export.onnx import export_model
+    from moderation_helpers.model.moderator import Moderator
+
+    folder = Path(tempfile.mkdtemp(prefix="bench-quality-")) / "model"
+    export_model(load_model(model_dir, device="cpu", precision="fp32"), folder, int8=True)
+    rates = {}
+    for key, threads, clock in (
+        ("wall", None, time.perf_counter),
+        ("cpu", 1, time.process_time),
+    ):
+        moderator = Moderator.load(folder, variant="int8", threads=threads)
+        moderator.score(texts[:64])  # warm-up
+        best = float("inf")
+        for _ in range(rounds):
+            t0 = clock()
+            moderator.score(texts)
+            best = min(best, clock() - t0)
+        rates[key] = len(texts) / best
+    return rates
+
+
+def run_encoder(name: str, rows: list[dict], augment: list[dict], args) -> dict[str, Any]:
+    """Cross-validate one base encoder; its summary table, seconds and int8 rate."""
+    from moderation_helpers.classifier.network import Target
+    from moderation_helpers.classifier.training import TrainSettings
+    from moderation_helpers.core.conversation import example_texts
+    from moderation_helpers.recipe import cv
+
+    labels = sorted({label for row in rows + augment for label in row["labels"]["moderation"]})
+    targets = [Target("moderation", labels, "multi_class")]
+    settings = TrainSettings(
+        training_steps=args.steps, learning_rate=args.learning_rate, seed=args.seed, encoder=name
+    )
+    rate: dict[str, dict[str, float]] = {}
+
+    def on_fold(fold: int, model: cv.FoldModel, test_rows: list[dict]) -> None:
+        print(f"  {name} fold {fold}: {model.train_seconds:.0f} s of steps", flush=True)
+        if fold == 0 and not args.no_int8:
+            rate["int8"] = int8_texts_per_second(model.model_dir, example_texts(test_rows))
+
+    frame = cv.cross_validate(
+        rows,
+        targets,
+        settings,
+        folds=args.folds,
+        seed=args.seed,
+        max_folds=args.max_folds,
+        augment=augment,
+        on_fold=on_fold,
+    )
+    return {"frame": frame, "summary": cv.summarize_cv(frame), "int8": rate.get("int8")}
+
+
+def machine() -> str:
+    """The CPU model and count (``lscpu``) and the load average."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        keep = ("Model name", "CPU(s)", "Thread(s) per core", "Flags")
+        fields = dict(line.partition(":")[::2] for line in out.splitlines())
+        fields = {k.strip(): " ".join(v.split()) for k, v in fields.items() if k.strip() in keep}
+        flags = fields.pop("Flags", "")
+        fields["bf16"] = "yes" if "avx512_bf16" in flags or "amx_bf16" in flags else "no"
+        cpu = "; ".join(f"{k}: {v}" for k, v in fields.items())
+    except (OSError, subprocess.CalledProcessError):
+        cpu = "lscpu unavailable"
+    return f"{cpu}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"
+
+
+def parse_args() -> argparse.Namespace:
+    from moderation_helpers.classifier.encoders import ENCODERS
+
+    installed = [n for n, spec in ENCODERS.items() if spec.installed()]
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE)
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--max-folds", type=int, help="run only the first N folds (time)")
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--learning-rate", type=float, default=5e-5, help="the notebook's")
+    parser.add_argument("--encoders", default=",".join(installed), help="comma-separated")
+    parser.add_argument("--identity-examples", type=int, default=150)
+    parser.add_argument("--identity-attacks", type=int, default=40)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-int8", action="store_true", help="skip the export + int8 timing")
+    return parser.parse_args()
+
+
+def main() -> None:
+    from moderation_helpers.recipe.cv import markdown_table, train_seconds
+
+    args = parse_args()
+    load_before = os.getloadavg()
+    rows, augment = prepared_rows(args.source, args)
+    print(f"{len(rows)} prepared rows (+{len(augment)} identity rows in training folds)")
+    results = {}
+    for name in [n.strip() for n in args.encoders.split(",") if n.strip()]:
+        results[name] = run_encoder(name, rows, augment, args)
+    print()
+    for name, result in results.items():
+        int8 = result["int8"]
+        rate = (
+            f"{int8['wall']:.0f} texts/s wall, {int8['cpu']:.0f} texts per CPU-second (1 thread)"
+            if int8
+            else "not measured"
+        )
+        frame = result["frame"]
+        print(
+            f"### {name}: {args.steps} steps {train_seconds(frame)} s wall "
+            f"({train_seconds(frame, 'train_cpu_seconds')} CPU-s with loading); int8 {rate}\n"
+        )
+        print(markdown_table(result["summary"]) + "\n")
+    print("command: " + shlex.join(["python", *sys.argv]))
+    print(f"CPU: {machine()}")
+    load_after = os.getloadavg()
+    print(f"load average (1/5/15 min): before {load_before}, after {load_after}")
+
+
+if __name__ == "__main__":
+    main()
