@@ -174,7 +174,8 @@ def _docs_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def docs_main(argv: Sequence[str] | None = None) -> int:
     """``moderation-cookbook docs``: run, render, and report; returns the exit status."""
-    from moderation_helpers.pages.lessons import DEFAULT_SOURCE, check_pages, render_docs
+    from moderation_helpers.pages.lessons import DEFAULT_SOURCE, render_docs
+    from moderation_helpers.pages.page_check import check_pages
     from moderation_helpers.recipe.pipeline import run_pipeline
 
     args = _docs_args(argv)

@@ -16,6 +16,7 @@ from moderation_helpers.recipe.client import (
     DEFAULT_FACTORY_URL,
     DEFAULT_MISTRAL_URL,
     connect,
+    default_base_model,
     require_fine_tuning,
     resolve_backend,
 )
@@ -52,6 +53,14 @@ def test_auto_picks_mistral_only_when_a_key_is_set(clean_env):
     assert resolve_backend("local") == "local"
     with pytest.raises(ValueError, match="backend must be one of"):
         resolve_backend("openai")
+
+
+def test_the_default_base_model_is_what_the_backend_trains(clean_env):
+    # The local factory fine-tunes all-MiniLM-L6-v2: job ids and figure titles must say so.
+    assert default_base_model("local") == default_base_model() == "all-MiniLM-L6-v2"
+    assert default_base_model("mistral") == "ministral-3b-latest"
+    clean_env.setenv("MISTRAL_API_KEY", SECRET)
+    assert default_base_model("auto") == "ministral-3b-latest"
 
 
 def test_mistral_backend_needs_the_key_from_the_environment(clean_env):

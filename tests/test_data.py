@@ -407,8 +407,12 @@ def test_the_distribution_figure_has_three_panels_per_split(tmp_path):
     fig = plot_distribution(flags, path=tmp_path / "fig" / "distribution.png")
     assert len(fig.axes) == 6
     titles = [ax.get_title() for ax in fig.axes]
-    assert titles[0] == "Train: categories (3 rows)" and titles[3] == "Test: categories (0 rows)"
+    assert titles[0] == "Train: share of rows per label (3 rows)"
+    assert titles[3] == "Test: share of rows per label (0 rows)"
     assert "no rows" in [t.get_text() for t in fig.axes[3].texts]
+    # Shares of rows, not of label assignments: a is on 2 of 3 rows, safe on 1 (top bar first).
+    widths = [round(b.get_width(), 1) for b in fig.axes[0].patches]
+    assert widths == [33.3, 33.3, 66.7], "safe, b, a: drawn bottom-up"
     bars = fig.axes[2].patches
     assert [b.get_height() for b in bars] == [1, 2, 2, 1], "not flagged, then flagged, per label"
     assert (tmp_path / "fig" / "distribution.png").read_bytes()[:4] == b"\x89PNG"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 import re
 import shutil
 from pathlib import Path
@@ -13,8 +14,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import nbformat  # noqa: E402
+import pandas as pd  # noqa: E402
 import papermill  # noqa: E402
 import pytest  # noqa: E402
+from markdown_it import MarkdownIt  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from moderation_helpers.core.env import secret_values  # noqa: E402
 from moderation_helpers.pages import lessons as lp  # noqa: E402
@@ -38,16 +42,53 @@ LEAKS = {
 }
 
 
+# What GitHub would show as text or a reader must not see on a rendered page.
+PAGE_FAULTS = {
+    "a <style> block (GitHub prints its rules as text)": re.compile(r"<style\b", re.I),
+    "pandas' CSS classes": re.compile(r"class=\"dataframe\""),
+    "a port, even as a placeholder": re.compile(r":(?:<port>|&lt;port&gt;)"),
+    # The fine-tuned id names the base model the job asked for, which is also what the loss and
+    # speed figures are titled with: on the local factory it must be the encoder that trains.
+    "a local model named after ministral": re.compile(r"ft:classifier:ministral"),
+}
+# A CSS rule as text: a selector, then "{ property: value; }".
+CSS_TEXT = re.compile(r"[\w\-.#:\s]+\{[^{}]*:[^{}]*;[^{}]*\}")
+BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+
+
+def pages() -> list[Path]:
+    return sorted(DOCS.glob("0*.md")) + [DOCS / "README.md"]
+
+
+def faults_in(text: str) -> list[str]:
+    return [what for what, pattern in PAGE_FAULTS.items() if pattern.search(text)]
+
+
+def figure_titles(folder: Path) -> dict[str, str]:
+    """The ``Title`` text chunk of every PNG under ``folder`` that has one (pages.plots sets it)."""
+    titles = {}
+    for path in sorted(folder.rglob("*.png")):
+        with Image.open(path) as image:
+            title = image.text.get("Title") if hasattr(image, "text") else None
+        if title:
+            titles[str(path.relative_to(folder))] = title
+    return titles
+
+
 def leaks_in(folder: Path) -> list[str]:
     found = []
     for path in sorted(folder.rglob("*")):
-        if path.suffix not in (".md", ".txt", ".json", ".html"):
-            continue
-        text = path.read_text(encoding="utf-8")
-        for what, pattern in LEAKS.items():
-            found += [f"{path.name}: {what}: {m.group(0)!r}" for m in pattern.finditer(text)]
-        found += [f"{path.name}: a secret" for s in env_secrets() if s in text]
+        if path.suffix in (".md", ".txt", ".json", ".html"):
+            found += leaks_in_file(path)
     return found
+
+
+def leaks_in_file(path: Path) -> list[str]:
+    text = path.read_text(encoding="utf-8")
+    found = []
+    for what, pattern in LEAKS.items():
+        found += [f"{path.name}: {what}: {m.group(0)!r}" for m in pattern.finditer(text)]
+    return found + [f"{path.name}: a secret" for s in env_secrets() if s in text]
 
 
 def env_secrets() -> list[str]:
@@ -63,8 +104,21 @@ def test_committed_pages_match_the_notebooks():
 
 
 def test_committed_pages_carry_no_path_port_id_or_key():
+    """The generated pages only: docs/deploy.md and the other reference pages are written by
+    hand and may name the documented default address (127.0.0.1:8765)."""
     assert DOCS.is_dir(), f"{DOCS} is missing: run `{lp.REGENERATE}`"
-    assert leaks_in(DOCS) == []
+    assert [leak for page in pages() for leak in leaks_in_file(page)] == []
+
+
+def test_committed_pages_hold_no_css_port_or_foreign_model_name():
+    found = {page.name: faults_in(page.read_text(encoding="utf-8")) for page in pages()}
+    assert {name: faults for name, faults in found.items() if faults} == {}
+
+
+def test_committed_figures_are_titled_with_the_encoder_that_trained():
+    titles = figure_titles(DOCS)
+    assert "figures/loss.png" in titles, f"loss.png carries no Title: run `{lp.REGENERATE}`"
+    assert {name: t for name, t in titles.items() if "ministral" in t.lower()} == {}
 
 
 def test_committed_docs_hold_the_readme_figures():
@@ -255,3 +309,88 @@ def test_time_stamped_log_records_are_dropped_and_the_lesson_kept(tmp_path):
         "actor pool: 2 × 1 thread(s)\n"
     )
     assert clean(printed) == "local Ray: 2 CPUs\nactor pool: 2 × 1 thread(s)\n"
+
+
+def test_a_pandas_table_becomes_a_markdown_table_without_css(tmp_path):
+    frame = pd.DataFrame(
+        {"label": ["insult", "threat"], "count": [4, 700], "text": ["a | b", "<id-1> " + "x" * 30]}
+    ).set_index("label")
+    output = nbformat.v4.new_output(
+        "execute_result",
+        data={"text/html": frame._repr_html_(), "text/plain": repr(frame)},
+        execution_count=1,
+    )
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("frame", outputs=[output])])
+    written = lp.render_page(lp.page_notebook(nb, Sanitizer(tmp_path)), "01_prepare", tmp_path)
+    text = written[0].read_text(encoding="utf-8")
+    assert faults_in(text) == [] and "<table" not in text and not CSS_TEXT.search(text)
+    assert "| label | count | text |" in text and "|---|---:|---|" in text
+    assert "| threat | 700 | &lt;id-1&gt; " + "x" * 30 + " |" in text, "integers stay integers"
+    assert "| insult | 4 | a \\| b |" in text, "a pipe in a cell is escaped"
+
+
+def test_html_that_is_not_one_table_keeps_its_markup_without_css():
+    from moderation_helpers.pages.tables import markdown_table, strip_css
+
+    html = '<div><style scoped>.x { color: red; }</style><p class="a" style="b">hi</p></div>'
+    assert markdown_table(html) is None
+    assert strip_css(html) == "<div><p>hi</p></div>"
+
+
+def test_a_saved_loss_figure_carries_its_title(tmp_path):
+    from moderation_helpers.pages.plots.loss import plot_loss, save_figure
+
+    metrics = pd.DataFrame({"step": [1, 2], "train_loss": [1.0, 0.5], "valid_loss": [1.1, 0.7]})
+    save_figure(plot_loss(metrics, title="fine-tuning all-MiniLM-L6-v2"), tmp_path / "loss.png")
+    assert figure_titles(tmp_path) == {"loss.png": "fine-tuning all-MiniLM-L6-v2"}
+
+
+# --------------------------------------------------------------------------- as GitHub shows them
+
+
+def find_chromium() -> str:
+    """Debian's chromium (or $CHROMIUM_PATH); skip with the reason when there is none."""
+    pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    candidates = [os.environ.get("CHROMIUM_PATH")] + [shutil.which(b) for b in BROWSERS]
+    found = next((c for c in candidates if c and os.access(c, os.X_OK)), None)
+    if found is None:
+        pytest.skip(
+            f"no Chromium ({', '.join(BROWSERS)} or $CHROMIUM_PATH): apt-get install chromium"
+        )
+    return found
+
+
+def github_html(markdown: str) -> str:
+    """A page as GitHub shows it, near enough: GFM tables, raw HTML kept, except that a tag
+    GitHub's sanitizer removes (``<style>``, ``<script>``) leaves its content as text."""
+    html = MarkdownIt("commonmark", {"html": True}).enable("table").render(markdown)
+    return re.sub(r"</?(?:style|script)\b[^>]*>", "", html, flags=re.I)
+
+
+def test_committed_pages_show_no_css_as_text_in_a_browser(tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    executable = find_chromium()
+    files = {}
+    for page_path in pages():
+        files[page_path.name] = tmp_path / f"{page_path.stem}.html"
+        files[page_path.name].write_text(
+            f"<!doctype html><meta charset=utf-8><base href='{DOCS.as_uri()}/'>"
+            + github_html(page_path.read_text(encoding="utf-8")),
+            encoding="utf-8",
+        )
+    seen = {}
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, headless=True)
+        try:
+            for name, html_file in files.items():
+                tab = browser.new_page()
+                tab.goto(html_file.as_uri())
+                seen[name] = tab.inner_text("body")
+                tab.close()
+        finally:
+            browser.close()
+    for name, visible in seen.items():
+        assert visible.strip(), f"{name} shows nothing"
+        css = [m.group(0).strip()[:80] for m in CSS_TEXT.finditer(visible)]
+        assert not css and "dataframe" not in visible, (name, css)

@@ -23,7 +23,8 @@ from moderation_helpers.recipe.run_folder import DISTRIBUTION_PNG, PREPARE_SUMMA
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "01_prepare.ipynb"
 OUTPUTS = (*SPLIT_FILES.values(), DISTRIBUTION_PNG, PREPARE_SUMMARY)
-pytestmark = [pytest.mark.slow, pytest.mark.needs_data]
+# The one notebook of the quick check (README): `pytest -m "not slow or quick"`.
+pytestmark = [pytest.mark.slow, pytest.mark.quick, pytest.mark.needs_data]
 
 
 def parameters(source: Path, run_dir: Path) -> dict:

@@ -18,6 +18,7 @@ from pathlib import Path
 import nbformat
 
 from moderation_helpers.core.env import secret_values
+from moderation_helpers.pages.tables import markdown_table, strip_css
 from moderation_helpers.recipe.run_folder import JOB_JSON, read_record
 
 REPO = Path(__file__).resolve().parents[2]
@@ -138,10 +139,16 @@ def clean_output(output: nbformat.NotebookNode, clean: Sanitizer) -> nbformat.No
     widget = [data.pop(m) for m in WIDGET_MIMETYPES if m in data]
     if widget and set(data) <= {"text/plain"}:
         return None  # a widget with only its repr to fall back on (tqdm's bar): nothing to show
+    if isinstance(data.get("text/html"), str):
+        html = data.pop("text/html")
+        table = markdown_table(html)
+        # GitHub prints a <style> block's rules as text: a table becomes Markdown, the rest
+        # of the HTML loses its CSS.
+        data["text/markdown" if table else "text/html"] = table or strip_css(html)
     for mimetype, value in list(data.items()):
         if isinstance(value, str) and (mimetype.startswith("text/") or mimetype.endswith("json")):
             data[mimetype] = clean(value)
-            if mimetype == "text/html":
+            if mimetype in ("text/html", "text/markdown"):
                 data[mimetype] = PLACEHOLDER.sub(r"&lt;\1&gt;", data[mimetype])
     output.metadata = nbformat.from_dict({})  # image sizes and such: nothing a page needs
     return output if data else None

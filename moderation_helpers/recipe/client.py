@@ -33,6 +33,9 @@ from moderation_helpers.core.env import (
 )
 
 BACKENDS = ("auto", "local", "mistral")
+# The base model a job fine-tunes when none is named: the local factory's default encoder, or
+# Mistral's classifier base. Job ids, job.json and figure titles then name what really trains.
+DEFAULT_BASE_MODELS = {"local": "all-MiniLM-L6-v2", "mistral": "ministral-3b-latest"}
 # The local factory needs no key unless it was started with a token; the SDK wants one anyway.
 LOCAL_PLACEHOLDER_KEY = "local-factory"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -54,6 +57,11 @@ def resolve_backend(backend: str = "auto") -> str:
     if backend == "auto":
         return "mistral" if os.environ.get(MISTRAL_API_KEY_ENV) else "local"
     return backend
+
+
+def default_base_model(backend: str = "auto") -> str:
+    """The base model a job on ``backend`` fine-tunes unless told otherwise."""
+    return DEFAULT_BASE_MODELS[resolve_backend(backend)]
 
 
 def retry_config() -> RetryConfig:

@@ -43,6 +43,9 @@ DEFAULT_PARAMETERS: dict[str, Any] = {
     "zero_flags_fraction": 0.4,
 }
 _SECRET_NAME = re.compile(r"key|token|secret|password", re.IGNORECASE)
+# The kernels' own log (ipykernel's "Kernel is running over TCP without encryption" warning on
+# every start) is about the machine, not the lesson: only errors reach the terminal.
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
 
 
 class PipelineError(RuntimeError):
@@ -176,6 +179,7 @@ def run_pipeline(
                     parameters=routed[step],
                     kernel_name=kernel_name,
                     progress_bar=False,
+                    extra_arguments=KERNEL_ARGUMENTS,
                 )
             except papermill.PapermillExecutionError as exc:
                 raise PipelineError(
