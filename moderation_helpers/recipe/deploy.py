@@ -250,7 +250,7 @@ def export_run_model(
             "--port PORT`)"
         ) from exc
     add_run_documents(out, run_path)
-    log(f"fetched {model} from {record['server_url']} in {time.perf_counter() - started:.1f} s")
+    log(f"fetched {model} from the run's factory in {time.perf_counter() - started:.1f} s")
     return out
 
 
