@@ -1,8 +1,9 @@
 """moderation-cookbook helpers: the logic behind the notebooks.
 
-Layers (imports point down): notebooks -> helpers (data, jsonl, backends, jobs, evaluate,
-plots, pipeline) -> the SDK. The local Classifier Factory (``moderation_helpers.factory``) is
-reached only over HTTP through the SDK, exactly as the Mistral API is.
+Parts, imports pointing down only (CONTRIBUTING.md draws them): ``cli`` → ``pages`` → ``recipe``
+→ ``factory`` / ``corpus`` → ``export`` → ``classifier`` → ``model`` → ``core``. The notebooks
+call ``recipe`` and reach the local Classifier Factory (``factory``) only over HTTP, through the
+SDK, exactly as they reach the Mistral API.
 """
 
 __version__ = "0.1.0"
