@@ -1,0 +1,134 @@
+"""model.explain: the spans behind a flag, on the small exported model (fp32 and int8).
+
+The tiny test model has seen a few training steps and knows no insult, so the tests of *which*
+word comes out on top swap its ``score`` for a word list (everything else, tokenizer, thresholds
+and chat rendering, stays the exported model's own).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from moderation_helpers.model.explain import explain, explain_conversations, turn_offsets, words
+from moderation_helpers.model.moderator import Moderator
+
+BENIGN = "Thanks for the detailed answer, the meeting moved to Tuesday afternoon."
+TOXIC_WORDS = ("idiot", "moron")
+
+
+@pytest.fixture(scope="module")
+def moderator(exported_model) -> Moderator:
+    return Moderator.load(exported_model, threads=1)
+
+
+def first_label(moderator: Moderator) -> tuple[str, str]:
+    target = moderator.targets[0]
+    return target["name"], next(lab for lab in target["labels"] if lab != moderator.safe_label)
+
+
+def never(moderator: Moderator) -> dict[str, dict[str, float]]:
+    """Thresholds no score reaches: nothing is flagged."""
+    return {t: {lab: 1.01 for lab in labels} for t, labels in moderator.labels_by_target.items()}
+
+
+def category(moderator: Moderator, target: str, label: str) -> str:
+    return label if len(moderator.targets) == 1 else f"{target}/{label}"
+
+
+@pytest.fixture
+def word_list_moderator(moderator, monkeypatch) -> Moderator:
+    """The exported model, scoring its first label 0.9 for a text with a toxic word, 0.1 else."""
+    target, label = first_label(moderator)
+    column = moderator.labels_by_target[target].index(label)
+
+    def score(texts):
+        out = {
+            t: np.full((len(texts), len(labs)), 0.05, np.float32)
+            for t, labs in moderator.labels_by_target.items()
+        }
+        hits = [any(w in text.lower() for w in TOXIC_WORDS) for text in texts]
+        out[target][:, column] = np.where(hits, 0.9, 0.1)
+        return out
+
+    monkeypatch.setattr(moderator, "score", score)
+    monkeypatch.setattr(moderator, "thresholds", {target: {label: 0.5}})
+    return moderator
+
+
+def check_spans(text: str, spans: list[dict]) -> None:
+    previous_end = 0
+    for span in spans:
+        assert 0 <= span["start"] < span["end"] <= len(text)
+        assert span["start"] >= previous_end, "spans overlap or are out of order"
+        piece = text[span["start"] : span["end"]]
+        assert piece == piece.strip() and piece
+        assert isinstance(span["weight"], float)
+        previous_end = span["end"]
+
+
+def test_words_are_trimmed_to_word_characters():
+    text = ' "You (idiot!)  f*ck-ing a$$hole.'
+    assert [text[a:b] for a, b in words(text)] == ["You", "idiot", "f*ck-ing", "a$$hole"]
+
+
+def test_spans_lie_inside_the_text_sorted_and_disjoint(moderator):
+    target, label = first_label(moderator)
+    texts = [BENIGN, "You are an idiot and a moron, honestly.", "  spaced   out  text  ", "!!!"]
+    for text, explanation in zip(texts, explain(moderator, texts, [label]), strict=True):
+        assert list(explanation) == [category(moderator, target, label)]
+        check_spans(text, explanation[category(moderator, target, label)])
+
+
+def test_a_toxic_word_in_a_benign_sentence_is_the_top_span(word_list_moderator):
+    target, label = first_label(word_list_moderator)
+    text = "Thanks for the detailed answer, you idiot, the meeting moved to Tuesday."
+    [explanation] = explain(word_list_moderator, [text])
+    spans = explanation[category(word_list_moderator, target, label)]
+    top = max(spans, key=lambda s: s["weight"])
+    assert text[top["start"] : top["end"]] == "idiot"
+    check_spans(text, spans)
+
+
+def test_a_text_with_no_flag_gets_an_empty_mapping(moderator, word_list_moderator):
+    assert explain(word_list_moderator, [BENIGN]) == [{}]
+    assert explain(moderator, [BENIGN, "idiot"], thresholds=never(moderator)) == [{}, {}]
+
+
+def test_labels_asked_for_are_explained_even_when_not_flagged(moderator):
+    target, label = first_label(moderator)
+    [explanation] = explain(moderator, [BENIGN], [label], thresholds=never(moderator))
+    assert list(explanation) == [category(moderator, target, label)]
+    [by_full_name] = explain(moderator, [BENIGN], [f"{target}/{label}"])
+    assert list(by_full_name) == [category(moderator, target, label)]
+    with pytest.raises(ValueError, match="not scored"):
+        explain(moderator, [BENIGN], ["no-such-label"])
+
+
+def test_int8_explains_like_fp32(exported_model):
+    int8 = Moderator.load(exported_model, variant="int8", threads=1)
+    target, label = first_label(int8)
+    texts = [BENIGN, "You are an idiot."]
+    for text, explanation in zip(texts, explain(int8, texts, [label]), strict=True):
+        check_spans(text, explanation[category(int8, target, label)])
+
+
+def test_conversation_spans_point_into_their_message(word_list_moderator):
+    target, label = first_label(word_list_moderator)
+    chat = [
+        {"role": "user", "content": "Can you look at my essay?"},
+        {"role": "assistant", "content": "  Sure, you absolute idiot.  "},
+        {"role": "user", "content": "Thanks, see you Tuesday."},
+    ]
+    [explanation] = explain_conversations(word_list_moderator, [chat])
+    spans = explanation[category(word_list_moderator, target, label)]
+    span = max(spans, key=lambda s: s["weight"])
+    assert span["message"] == 1
+    assert chat[1]["content"][span["start"] : span["end"]] == "idiot"
+    assert explain_conversations(word_list_moderator, [chat[2:]]) == [{}]
+
+
+def test_turn_offsets_skip_the_turns_the_rendering_dropped():
+    chat = [{"role": "user", "content": "first"}, {"role": "assistant", "content": " second"}]
+    rendered = "assistant: second"  # the first turn dropped to fit seq_len
+    assert turn_offsets(rendered, chat) == [(1, len("assistant: "), 1)]
