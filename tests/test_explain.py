@@ -132,3 +132,10 @@ def test_turn_offsets_skip_the_turns_the_rendering_dropped():
     chat = [{"role": "user", "content": "first"}, {"role": "assistant", "content": " second"}]
     rendered = "assistant: second"  # the first turn dropped to fit seq_len
     assert turn_offsets(rendered, chat) == [(1, len("assistant: "), 1)]
+
+
+def test_the_moderator_explains_as_the_module_does(moderator):
+    texts = ["you are a stupid idiot", "thanks for the article"]
+    assert moderator.explain(texts, labels=["toxicity"]) == explain(
+        moderator, texts, labels=["toxicity"]
+    )

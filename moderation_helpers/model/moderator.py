@@ -287,6 +287,16 @@ class Moderator:
             return []
         return decide(texts, self.score(texts), self.labels_by_target, table, self.safe_label)
 
+    def explain(
+        self, texts: Sequence[str], labels: Sequence[str] | None = None, **options: Any
+    ) -> list[dict[str, list[dict[str, Any]]]]:
+        """Per text, the character spans that drove each flagged label's score (or each of
+        ``labels``): ``{category: [{"start", "end", "weight"}, ...]}``; see
+        :func:`moderation_helpers.model.explain.explain`."""
+        from moderation_helpers.model.explain import explain
+
+        return explain(self, texts, labels, **options)
+
     def render_conversations(
         self, conversations: Sequence[Sequence[Mapping[str, Any]]]
     ) -> list[str]:
