@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from moderation_helpers.corpus.files import read_moderated
+from moderation_helpers.cli import cookbook_main
 from moderation_helpers.recipe import pipeline
 from moderation_helpers.recipe.deploy import exported_model_id
 from moderation_helpers.recipe.run_folder import (
@@ -190,7 +191,7 @@ def assert_chain_outputs(run: Path, steps=pipeline.STEPS) -> dict:
 def test_whole_chain_on_the_local_factory(civil_comments_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("MISTRAL_API_KEY", raising=False)
     run = tmp_path / "demo"
-    status = pipeline.main(
+    status = cookbook_main(
         [
             "--run-dir",
             str(run),
@@ -235,7 +236,7 @@ def test_with_a_key_auto_targets_mistral_and_no_key_is_written(
         monkeypatch.setenv("MISTRAL_SERVER_URL", stand_in.url)
         monkeypatch.delenv("MODERATION_FACTORY_URL", raising=False)
         run = tmp_path / "demo"
-        status = pipeline.main(["--run-dir", str(run), "--source", str(civil_comments_dir), *SMALL])
+        status = cookbook_main(["--run-dir", str(run), "--source", str(civil_comments_dir), *SMALL])
         out = capsys.readouterr()
         assert status == 0, out.out + out.err
     finally:
@@ -258,7 +259,7 @@ def test_whole_chain_on_conversations(civil_comments_dir, tmp_path, monkeypatch,
     monkeypatch.delenv("MISTRAL_API_KEY", raising=False)
     run = tmp_path / "chat"
     args = ["--run-dir", str(run), "--source", str(civil_comments_dir), "-p", "backend", "local"]
-    status = pipeline.main([*args, "-p", "dataset_format", "chat", *SMALL])
+    status = cookbook_main([*args, "-p", "dataset_format", "chat", *SMALL])
     captured = capsys.readouterr()
     assert status == 0, captured.out + captured.err
     assert_chain_outputs(run)
