@@ -11,8 +11,8 @@ import nbformat
 import pandas as pd
 import pytest
 
-from moderation_helpers.corpus.files import read_moderated
 from moderation_helpers.cli import cookbook_main
+from moderation_helpers.corpus.files import read_moderated
 from moderation_helpers.recipe import pipeline
 from moderation_helpers.recipe.deploy import exported_model_id
 from moderation_helpers.recipe.run_folder import (
