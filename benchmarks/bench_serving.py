@@ -38,6 +38,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_factory import DEFAULT_SOURCE, load_average, prepare, train_job  # noqa: E402
 from bench_load import cpu_model, first_request  # noqa: E402
 
+from moderation_helpers.model.explain import explain_speed  # noqa: E402
+from moderation_helpers.model.moderator import Moderator  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 BASELINE_BATCH = 32
 SDK_BATCH = 100
@@ -202,6 +205,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         figures["baseline"] = baseline_texts_per_second(texts, seq_len)
         for variant in ("fp32", "int8"):
             figures[f"moderator_{variant}"] = moderator_probe(model_dir, variant, texts_file)
+        # Explanations cost a few scoring calls per text: timed on a slice beside moderate().
+        figures["explain"] = explain_speed(Moderator.load(model_dir, variant="int8"), texts[:200])
 
         corpus_file = resampled_corpus(
             mirror_texts(args.source, ["train", "validation", "test"]),
@@ -245,6 +250,12 @@ def print_table(f: dict[str, Any], args: argparse.Namespace) -> None:
             f"{ray['seconds']:.0f} s; {ray['actors']} actors × {ray['threads_per_actor']} thread",
         ),
         ("moderate-corpus on Ray, scoring only", ray["scoring_texts_per_second"], ""),
+        (
+            "Moderator int8, explain (spans per flag)",
+            f["explain"]["explain_texts_per_s"],
+            f"{f['explain']['explain_cost_x']:.1f}x the cost of moderate() on the same 200 texts "
+            f"({f['explain']['moderate_texts_per_s']:,.0f} texts/s)",
+        ),
     ]
     print(f"CPU: {f['cpu']}; model {f['model']} (seq_len {f['seq_len']}); graph {f['graph']}")
     print(f"load average (1 min) before / after: {f['load_average'][0]} / {f['load_average'][1]}")
