@@ -8,8 +8,9 @@ lifespan that starts and stops the job queue, the token check, and one router pe
 ``fine_tuned_models`` (/v1/fine_tuning/models), ``model_folder`` (a local extension:
 /v1/fine_tuning/models/{id}/folder, the exported model folder as one archive), ``models``
 (/v1/models), ``classifications`` (/v1/classifications, /v1/chat/classifications),
-``moderations`` (/v1/moderations, /v1/chat/moderations). Any other /v1 path answers a 404 that
-says it is not implemented here.
+``moderations`` (/v1/moderations, /v1/chat/moderations), ``explanations`` (a local extension:
+/v1/moderations/explain, the moderation answer with the spans behind each flag). Any other /v1
+path answers a 404 that says it is not implemented here.
 
 Errors are the API's: 404 for an unknown id, 422 with a ``detail`` whose ``loc`` names the field,
 409 for an action the job's status does not allow, 401 when a token is configured and the
@@ -32,6 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from moderation_helpers.factory.api.limits import BodyLimitMiddleware
 from moderation_helpers.factory.api.routes import (
     classifications,
+    explanations,
     files,
     fine_tuned_models,
     jobs,
@@ -93,7 +95,16 @@ def create_app(
     app.state.scheduler = scheduler
     app.state.config = config
     app.state.models = model_cache
-    routers = (files, jobs, fine_tuned_models, model_folder, models, classifications, moderations)
+    routers = (
+        files,
+        jobs,
+        fine_tuned_models,
+        model_folder,
+        models,
+        classifications,
+        moderations,
+        explanations,
+    )
     for module in routers:
         app.include_router(
             module.router, dependencies=[Depends(check_token), Depends(reject_unknown_query)]
