@@ -55,6 +55,11 @@ def _corpus_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="replace an earlier run's output instead of resuming it",
     )
+    parser.add_argument(
+        "--explain",
+        action="store_true",
+        help="add a spans column: per flagged row, the JSON of the spans behind its flags",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
 
@@ -80,6 +85,7 @@ def corpus_main(argv: Sequence[str] | None = None) -> int:
             block_rows=args.block_rows,
             overwrite=args.overwrite,
             default_threshold=args.default_threshold,
+            explain=args.explain,
             progress=not args.no_progress,
             log=lambda line: print(line, file=sys.stderr),
         )

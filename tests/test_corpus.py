@@ -17,18 +17,21 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from moderation_helpers.cli import corpus_main
+from moderation_helpers.cli import _corpus_args, corpus_main
 from moderation_helpers.corpus.files import (
     MANIFEST,
     CorpusError,
     read_corpus,
     read_moderated,
 )
-from moderation_helpers.corpus.run import moderate_corpus
+from moderation_helpers.corpus.run import moderate_corpus, plan_run
 from moderation_helpers.corpus.scoring import (
     EMPTY_TEXT,
     MISSING_TEXT,
+    ScorerSettings,
     flag_lists,
+    labels_of,
+    score_block,
     text_errors,
 )
 from moderation_helpers.recipe.predictions import flagged_labels
@@ -262,3 +265,79 @@ def test_cli_reports_bad_input_without_a_traceback(model_dir, tmp_path, capsys):
     )  # fmt: skip
     assert status == 1
     assert "no field 'body'" in capsys.readouterr().err
+
+
+def test_explain_is_part_of_the_plan_and_a_cli_option(model_dir, tmp_path):
+    source = write_corpus(corpus_frame(5), tmp_path, "csv")
+    plan = functools.partial(
+        plan_run,
+        model_dir,
+        source,
+        text_column="text",
+        variant="fp32",
+        block_rows=None,
+        overwrite=False,
+        default_threshold=0.5,
+        probe_model=lambda folder: StandInModerator(),
+    )
+    assert plan(tmp_path / "spans", explain=True).manifest["explain"] is True
+    assert "explain" not in plan(tmp_path / "plain").manifest  # earlier outputs still resume
+    argv = ["--model", "m", "--input", "i", "--output", "o"]
+    assert _corpus_args([*argv, "--explain"]).explain and not _corpus_args(argv).explain
+
+
+def widest_gap_thresholds(moderator, texts) -> dict[str, dict[str, float]]:
+    """Per label, the midpoint of the widest gap between the texts' scores: some rows flag,
+    none sits at its threshold."""
+    scores = moderator.score(texts)
+    out = {}
+    for target, labels in moderator.labels_by_target.items():
+        column = np.sort(scores[target], axis=0)
+        gaps = np.diff(column, axis=0)
+        k = gaps.argmax(axis=0)
+        cols = np.arange(len(labels))
+        middles = ((column[k, cols] + column[k + 1, cols]) / 2).tolist()
+        out[target] = dict(zip(labels, middles, strict=True))
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.needs_data
+def test_explain_gives_flagged_rows_the_moderators_spans(exported_model, prepared_run_dir):
+    from moderation_helpers.core.jsonl import read_jsonl
+    from moderation_helpers.model.moderator import Moderator
+
+    moderator = Moderator.load(exported_model, threads=1)
+    texts = [ex["text"] for ex in read_jsonl(prepared_run_dir / "test.jsonl")][:16]
+    thresholds = widest_gap_thresholds(moderator, texts)
+    labels = labels_of(moderator)
+    table = pa.table({"text": [*texts, "", None]})
+    settings = ScorerSettings(
+        model_dir=str(exported_model),
+        out_dir=str(exported_model),
+        text_column="text",
+        block_rows=table.num_rows,
+        n_rows=table.num_rows,
+        labels=labels,
+        limits={t: [thresholds[t][lab] for lab in labs] for t, labs in labels.items()},
+        safe_label=moderator.safe_label,
+        explain=True,
+    )
+    out = score_block(moderator, table, settings)
+    spans = out["spans"].to_pylist()
+    flagged = out["is_flagged"].to_pylist()
+    assert spans[-2:] == [None, None]  # bad rows
+    assert any(flagged)
+    rows = [i for i, hit in enumerate(flagged) if hit]
+    assert [i for i, s in enumerate(spans) if s is not None] == rows
+    expected = moderator.explain([texts[i] for i in rows], thresholds=thresholds)
+    for i, want in zip(rows, expected, strict=True):
+        got = json.loads(spans[i])
+        assert got.keys() == want.keys() and want
+        for name, got_spans in got.items():
+            assert [(s["start"], s["end"]) for s in got_spans] == [
+                (s["start"], s["end"]) for s in want[name]
+            ]
+            assert [s["weight"] for s in got_spans] == pytest.approx(
+                [s["weight"] for s in want[name]], abs=1e-3
+            )

@@ -33,6 +33,8 @@ PART_GLOB = "part-*.parquet"
 ROW_COLUMN = "row"
 ERROR_COLUMN = "error"
 IS_FLAGGED_COLUMN = "is_flagged"
+# With --explain: per flagged row, the JSON of Moderator.explain's {category: spans}.
+SPANS_COLUMN = "spans"
 # A reason found while reading (a JSON value that is not a string); dropped from the output.
 READ_ERROR_COLUMN = "__read_error__"
 JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
@@ -167,7 +169,7 @@ def read_corpus(path: str | os.PathLike, text_column: str = "text") -> pa.Table:
 
 def reserved_conflicts(columns: list[str]) -> list[str]:
     """Input columns whose names the output uses for its own columns."""
-    own = {ROW_COLUMN, ERROR_COLUMN, IS_FLAGGED_COLUMN}
+    own = {ROW_COLUMN, ERROR_COLUMN, IS_FLAGGED_COLUMN, SPANS_COLUMN}
     return [c for c in columns if c in own or c.startswith(("score/", "flagged/"))]
 
 

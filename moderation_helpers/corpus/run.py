@@ -97,6 +97,7 @@ class RunPlan:
     thresholds: ThresholdTable
     safe_label: str
     out: Path
+    explain: bool  # a spans column: the reasons for each flagged row's flags
     done: frozenset[int]  # blocks an earlier run of the same plan wrote
     manifest: dict[str, Any]  # the manifest's plan: only the same plan resumes
 
@@ -130,6 +131,7 @@ def plan_run(
     overwrite: bool,
     default_threshold: float | None,
     probe_model: Callable[[str], Any],
+    explain: bool = False,
 ) -> RunPlan:
     """Read and check the corpus, load the model once (a bad folder fails here, before Ray
     starts), fingerprint both and make the output folder ready: resumed or fresh."""
@@ -157,6 +159,8 @@ def plan_run(
         "threshold_source": thresholds.source,
         "safe_label": safe_label,
         "block_rows": block_rows,
+        # Only when on: the output of an earlier run without spans still resumes.
+        **({"explain": True} if explain else {}),
     }
     out, done = prepare_output(output, manifest, overwrite=overwrite)
     return RunPlan(
@@ -169,6 +173,7 @@ def plan_run(
         thresholds=thresholds,
         safe_label=safe_label,
         out=out,
+        explain=explain,
         done=frozenset(done),
         manifest=manifest,
     )
@@ -218,6 +223,7 @@ def score_blocks(
             threads=pool.threads,
             providers=list(providers) if providers else None,
             batch_tokens=batch_tokens,
+            explain=plan.explain,
             loader=load,
         )
         stats = run_blocks(blocks, settings, pool, progress)
@@ -286,6 +292,7 @@ def moderate_corpus(
     overwrite: bool = False,
     default_threshold: float | None = DEFAULT_THRESHOLD,
     providers: Sequence[str] | None = None,
+    explain: bool = False,
     progress: bool = True,
     load: ModeratorLoader = load_moderator,
     log: Callable[[str], None] = print,
@@ -298,7 +305,9 @@ def moderate_corpus(
     resumed; another one is refused unless ``overwrite``. ``load`` builds the Moderator in each
     actor (the default loads the exported folder). The summary says how many rows, bad rows
     and flagged rows there are, which blocks failed (``complete`` is False then: run again to
-    resume), the pool, the providers and the speed.
+    resume), the pool, the providers and the speed. ``explain`` adds a ``spans`` column: per
+    flagged row, the JSON of :meth:`Moderator.explain`'s ``{category: spans}`` for its flags
+    (null for the other rows); explaining costs a few times what scoring does.
     """
     started = time.perf_counter()
     plan = plan_run(
@@ -310,6 +319,7 @@ def moderate_corpus(
         block_rows=block_rows,
         overwrite=overwrite,
         default_threshold=default_threshold,
+        explain=explain,
         probe_model=lambda folder: load(
             folder, variant=variant, threads=1, providers=providers, token_budget=batch_tokens
         ),

@@ -8,6 +8,7 @@ whole life and is called once per block.
 
 from __future__ import annotations
 
+import json
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -25,8 +26,11 @@ from moderation_helpers.corpus.files import (
     IS_FLAGGED_COLUMN,
     READ_ERROR_COLUMN,
     ROW_COLUMN,
+    SPANS_COLUMN,
     write_part,
 )
+from moderation_helpers.model.explain import category
+from moderation_helpers.model.explain_flagged import explain_flagged
 
 MISSING_TEXT = "text is missing (null)"
 EMPTY_TEXT = "text is empty"
@@ -105,12 +109,14 @@ class ScorerSettings:
     threads: int | None = None
     providers: Any = None
     batch_tokens: int | None = None  # padded tokens per ONNX call; None: the Moderator's default
+    explain: bool = False  # add SPANS_COLUMN: the spans behind each flagged row's flags
     loader: ModeratorLoader = field(default=load_moderator)
 
 
 def score_block(moderator: Any, table: pa.Table, settings: ScorerSettings) -> pa.Table:
     """The output rows of one block: its input columns (``row`` first), ``error``, a score per
-    label, the flagged labels per target and ``is_flagged``. Bad rows get an error and nulls."""
+    label, the flagged labels per target, ``is_flagged`` and, with ``settings.explain``,
+    ``spans``. Bad rows get an error and nulls."""
     errors = text_errors(table[settings.text_column])
     if READ_ERROR_COLUMN in table.column_names:
         errors = pc.coalesce(table[READ_ERROR_COLUMN].combine_chunks(), errors)
@@ -129,6 +135,7 @@ def score_block(moderator: Any, table: pa.Table, settings: ScorerSettings) -> pa
             scores[target][good] = out[target]
     columns: dict[str, pa.Array] = {ERROR_COLUMN: errors}
     any_flag = np.zeros(table.num_rows, dtype=bool)
+    flagged: dict[str, pa.Array] = {}
     mask = pa.array(bad)
     for target, labels in settings.labels.items():
         for j, label in enumerate(labels):
@@ -141,11 +148,45 @@ def score_block(moderator: Any, table: pa.Table, settings: ScorerSettings) -> pa
         columns[f"flagged/{target}"] = pa.ListArray.from_arrays(
             lists.offsets, lists.values, mask=mask
         )
+        flagged[target] = lists
         any_flag |= hit
     columns[IS_FLAGGED_COLUMN] = pa.array(any_flag, mask=bad)
+    if settings.explain:
+        columns[SPANS_COLUMN] = spans_column(moderator, table, settings, flagged, any_flag & ~bad)
     for name, column in columns.items():
         table = table.append_column(name, column)
     return table
+
+
+def spans_column(
+    moderator: Any,
+    table: pa.Table,
+    settings: ScorerSettings,
+    flagged: Mapping[str, pa.Array],
+    rows: np.ndarray,
+) -> pa.Array:
+    """Per row, the JSON text of its explanation (``{category: spans}`` for the labels it was
+    flagged for, as :meth:`Moderator.explain` keys them); null where no label is flagged."""
+    picked = np.flatnonzero(rows)
+    out: list[str | None] = [None] * table.num_rows
+    if not len(picked):
+        return pa.array(out, pa.string())
+    texts = table[settings.text_column].take(pa.array(picked)).to_pylist()
+    n_targets = len(settings.labels)
+    per_target = {t: lists.to_pylist() for t, lists in flagged.items()}
+    # The model's order, as Moderator.explain lists its flags.
+    categories = [
+        [
+            category(target, label, n_targets)
+            for target, labels in settings.labels.items()
+            for label in labels
+            if label in (per_target[target][i] or ())
+        ]
+        for i in picked
+    ]
+    for i, found in zip(picked, explain_flagged(moderator, texts, categories), strict=True):
+        out[i] = json.dumps(found)
+    return pa.array(out, pa.string())
 
 
 class BlockScorer:
