@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from moderation_helpers.core.conversation import RENDERING
 from moderation_helpers.model.explain import explain, explain_conversations, turn_offsets, words
 from moderation_helpers.model.moderator import Moderator
 
@@ -113,7 +114,24 @@ def test_int8_explains_like_fp32(exported_model):
         check_spans(text, explanation[category(int8, target, label)])
 
 
-def test_conversation_spans_point_into_their_message(word_list_moderator):
+def test_a_text_trained_model_explains_the_latest_turn_it_reads(word_list_moderator):
+    target, label = first_label(word_list_moderator)
+    chat = [
+        {"role": "user", "content": "You absolute idiot."},
+        {"role": "assistant", "content": "  Sure, you absolute idiot.  "},
+    ]
+    [explanation] = explain_conversations(word_list_moderator, [chat])
+    spans = explanation[category(word_list_moderator, target, label)]
+    assert {s["message"] for s in spans} == {1}  # the earlier turn is not read
+    span = max(spans, key=lambda s: s["weight"])
+    assert chat[1]["content"][span["start"] : span["end"]] == "idiot"
+    assert explain_conversations(
+        word_list_moderator, [chat[:1] + [chat[0] | {"content": "ok"}]]
+    ) == [{}]
+
+
+def test_conversation_spans_point_into_their_message(word_list_moderator, monkeypatch):
+    monkeypatch.setitem(word_list_moderator.record, "rendering", RENDERING)  # trained on chats
     target, label = first_label(word_list_moderator)
     chat = [
         {"role": "user", "content": "Can you look at my essay?"},

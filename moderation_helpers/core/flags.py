@@ -70,6 +70,12 @@ def thresholds_table(
     return ThresholdTable(limits=limits, defaulted=defaulted, default=default)
 
 
+def category(target: str, label: str, n_targets: int) -> str:
+    """A label's moderation category, as the factory's ``/v1/moderations`` names it: the label
+    alone for a one-target model, else ``target/label``."""
+    return label if n_targets == 1 else f"{target}/{label}"
+
+
 def reaches(scores: np.ndarray, limits: np.ndarray) -> np.ndarray:
     """``score >= threshold`` per label (the safe label included); NaN scores reach nothing."""
     with np.errstate(invalid="ignore"):

@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from moderation_helpers.core.flags import SAFE_LABEL, flag_mask, ranked_flags
+from moderation_helpers.core.flags import SAFE_LABEL, category, flag_mask, ranked_flags
 from moderation_helpers.corpus.files import (
     ERROR_COLUMN,
     IS_FLAGGED_COLUMN,
@@ -29,7 +29,6 @@ from moderation_helpers.corpus.files import (
     SPANS_COLUMN,
     write_part,
 )
-from moderation_helpers.model.explain import category
 from moderation_helpers.model.explain_flagged import explain_flagged
 
 MISSING_TEXT = "text is missing (null)"

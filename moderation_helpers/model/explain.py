@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from moderation_helpers.core import conversation
-from moderation_helpers.core.flags import Thresholds, flag_mask
+from moderation_helpers.core.flags import Thresholds, category, flag_mask
 
 Span = dict[str, Any]
 Explanation = dict[str, list[Span]]
@@ -97,12 +97,6 @@ def readable_ends(moderator: Any, texts: Sequence[str]) -> list[int]:
         truncated = len(encoding.ids) >= moderator.seq_len
         ends.append(max(stops) if truncated and stops else len(text))
     return ends
-
-
-def category(target: str, label: str, n_targets: int) -> str:
-    """A label's moderation category: the label alone for a one-target model (the factory's
-    ``/v1/moderations`` names), else ``target/label``."""
-    return label if n_targets == 1 else f"{target}/{label}"
 
 
 def _wanted(moderator: Any, labels: Sequence[str] | None) -> list[tuple[str, str, int]] | None:
@@ -319,11 +313,16 @@ def explain(
 
 
 def turn_offsets(
-    rendered: str, messages: Sequence[Mapping[str, Any]]
+    rendered: str,
+    messages: Sequence[Mapping[str, Any]],
+    rendering: Mapping[str, Any] = conversation.RENDERING,
 ) -> list[tuple[int, int, int]]:
     """``(message index, start, lead)`` of each turn the rendering kept: where the message's
     stripped content starts in ``rendered``, and the spaces stripped from its beginning (to map
-    back into the message's own content)."""
+    back into the message's own content). A text-trained model reads the latest turn alone."""
+    if rendering["name"] == conversation.LATEST_TURN["name"]:
+        content = conversation.content_text(messages[-1].get("content"))
+        return [(len(messages) - 1, 0, len(content) - len(content.lstrip()))]
     out = []
     end = len(rendered)
     for index in range(len(messages) - 1, -1, -1):
@@ -357,10 +356,11 @@ def explain_conversations(
     Moderator reads is explained (the earliest turns it drops to fit ``seq_len`` are not)."""
     rendered = moderator.render_conversations(conversations)
     ends = readable_ends(moderator, rendered) if rendered else []
+    rendering = moderator.record.get("rendering", conversation.RENDERING)
     units = []
     for text, end, messages in zip(rendered, ends, conversations, strict=True):
         text_units = []
-        for index, start, lead in turn_offsets(text, messages):
+        for index, start, lead in turn_offsets(text, messages, rendering):
             stripped = conversation.content_text(messages[index].get("content")).strip()
             stop = min(start + len(stripped), end)
             text_units += [Unit(a, b, index, start - lead) for a, b in words(text, start, stop)]

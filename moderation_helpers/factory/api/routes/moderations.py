@@ -26,6 +26,7 @@ from moderation_helpers.core.flags import (
     DEFAULT_THRESHOLD,
     SAFE_LABEL,
     ThresholdTable,
+    category,
     flag_mask,
     thresholds_table,
 )
@@ -55,11 +56,6 @@ def moderation_model(store: Store, model_id: str) -> dict[str, Any]:
             ),
         )
     return record
-
-
-def category(target: str, label: str, n_targets: int) -> str:
-    """A label's category name: the label alone for a one-target model, else ``target/label``."""
-    return label if n_targets == 1 else f"{target}/{label}"
 
 
 def flags_rule(record: dict[str, Any]) -> tuple[ThresholdTable, str, str]:
