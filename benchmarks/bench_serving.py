@@ -154,6 +154,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from moderation_helpers.factory.exports import export_from_store
     from moderation_helpers.factory.process import start_factory, stop_factory
     from moderation_helpers.model.folder import read_classifier
+    from moderation_helpers.recipe.classify import classify_texts
     from moderation_helpers.recipe.client import connect
     from moderation_helpers.recipe.deploy import (
         cycle,
@@ -161,7 +162,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         exported_model_id,
         texts_per_second,
     )
-    from moderation_helpers.recipe.evaluate import classify_texts
 
     load_before = load_average()
     figures: dict[str, Any] = {"cpu": cpu_model()}
