@@ -36,13 +36,6 @@ def is_exported(model_dir: str | os.PathLike) -> bool:
     return (export_dir(model_dir) / CLASSIFIER_JSON).is_file()
 
 
-def stored_model(store_dir: str | os.PathLike | Store, model_id: str) -> tuple[Path, dict]:
-    """``(model folder, job document)`` of a finished model of the store (see
-    :func:`finished_model`)."""
-    record, job = finished_model(store_dir, model_id)
-    return Path(record["path"]), job
-
-
 def finished_model(
     store_dir: str | os.PathLike | Store, model_id: str
 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -113,7 +106,8 @@ def exported_folder(store: Store, model_id: str) -> Path:
     exported now if the model was trained before models were exported at the end of training.
 
     Raises :class:`ExportRefused` for an unknown or unfinished model."""
-    path, job = stored_model(store, model_id)
+    record, job = finished_model(store, model_id)
+    path = Path(record["path"])
     if is_exported(path):
         return export_dir(path)
     with _on_demand:
