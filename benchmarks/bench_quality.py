@@ -51,11 +51,14 @@ def prepared_rows(source: Path, args: argparse.Namespace) -> tuple[list[dict], l
     flags_all = pd.concat([kept[s].set_axis(kept[s].index.map(f"{s}-{{}}".format)) for s in kept])
     rows = prepare.to_records(texts, flags_all).to_dict("records")
     columns = list(flags_all.columns)
+    from moderation_helpers.recipe import context_examples as ce
+
     extra = [
         make(n, seed=args.seed, labels=columns)
         for n, make in (
             (args.identity_examples, ie.identity_examples),
             (args.identity_attacks, ie.identity_attacks),
+            (args.context_examples, ce.context_examples),
         )
         if n
     ]
@@ -63,6 +66,63 @@ def prepared_rows(source: Path, args: argparse.Namespace) -> tuple[list[dict], l
     for frame in extra:
         augment += prepare.to_records(frame["text"], frame.drop(columns="text")).to_dict("records")
     return rows, augment
+
+
+def respelled_copies(n: int, seed: int) -> Any:
+    """``derive`` for ``cv.cross_validate``: ``n`` respelled copies of a fold's toxic training
+    rows (``recipe.spelling_variants``), as 01_prepare adds them to the training split."""
+    import pandas as pd
+
+    from moderation_helpers.core.flags import SAFE_LABEL
+    from moderation_helpers.recipe import cv, prepare
+    from moderation_helpers.recipe.spelling_variants import spelling_variants
+
+    def derive(train_rows: list[dict]) -> list[dict]:
+        labels = sorted({label for row in train_rows for label in row["labels"]["moderation"]})
+        labels.remove(SAFE_LABEL)
+        texts = pd.Series([row["text"] for row in train_rows])
+        flags = pd.DataFrame(cv.label_matrix(train_rows, "moderation", labels), columns=labels)
+        copies = spelling_variants(texts, flags, n, seed)
+        return prepare.to_records(copies["text"], copies.drop(columns="text")).to_dict("records")
+
+    return derive if n else None
+
+
+def suite_check(
+    predict: Any, test_rows: list[dict], base_rate: float, save: Path | None = None
+) -> dict[str, float]:
+    """The behavioural suite (``recipe.behaviour``) flagged by the fold model's toxicity score at
+    the threshold 04 would tune on the fold's held-out rows for ``base_rate`` (``ONE_SE`` on
+    their F1 reweighted to that rate): accuracy per behaviour, overall, the identity sentences'
+    flag rate, and the threshold."""
+    import numpy as np
+
+    from moderation_helpers.core.conversation import example_texts
+    from moderation_helpers.recipe import base_rate as br
+    from moderation_helpers.recipe import behaviour, cv
+
+    def toxicity(texts: list[str]) -> np.ndarray:
+        return np.array([row["moderation"]["toxicity"] for row in predict(texts)])
+
+    y = cv.label_matrix(test_rows, "moderation", ["toxicity"])[:, 0]
+    held_out = toxicity(example_texts(test_rows))
+    weights = br.prior_weights(y, base_rate)
+    threshold, _ = br.best_weighted_threshold(y, held_out, weights, br.ONE_SE)
+    cases, identity = behaviour.load_cases(), behaviour.identity_cases()
+    report = behaviour.behaviour_report(cases, toxicity(list(cases["text"])) >= threshold)
+    out = {f"suite {name}": float(acc) for name, acc in report["accuracy"].items()}
+    out["identity flagged"] = float(np.mean(toxicity(list(identity["text"])) >= threshold))
+    out["toxicity threshold"] = float(threshold)
+    if save is not None:
+        save.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(
+            save,
+            held_out=held_out,
+            y=y,
+            cases=toxicity(list(cases["text"])),
+            identity=toxicity(list(identity["text"])),
+        )
+    return out
 
 
 def int8_texts_per_second(model_dir: Path, texts: list[str], rounds: int = 3) -> dict[str, float]:
@@ -104,9 +164,14 @@ def run_encoder(name: str, rows: list[dict], augment: list[dict], args) -> dict[
         training_steps=args.steps, learning_rate=args.learning_rate, seed=args.seed, encoder=name
     )
     rate: dict[str, dict[str, float]] = {}
+    suites: list[dict[str, float]] = []
 
     def on_fold(fold: int, model: cv.FoldModel, test_rows: list[dict]) -> None:
         print(f"  {name} fold {fold}: {model.train_seconds:.0f} s of steps", flush=True)
+        if not args.no_suite:
+            save = args.save_scores / f"{name}-fold{fold}.npz" if args.save_scores else None
+            suites.append(suite_check(model.predict, test_rows, args.base_rate, save))
+            print(f"    {suites[-1]}", flush=True)
         if fold == 0 and not args.no_int8:
             rate["int8"] = int8_texts_per_second(model.model_dir, example_texts(test_rows))
 
@@ -118,9 +183,11 @@ def run_encoder(name: str, rows: list[dict], augment: list[dict], args) -> dict[
         seed=args.seed,
         max_folds=args.max_folds,
         augment=augment,
+        derive=respelled_copies(args.spelling_variants, args.seed),
         on_fold=on_fold,
     )
-    return {"frame": frame, "summary": cv.summarize_cv(frame), "int8": rate.get("int8")}
+    summary = cv.summarize_cv(frame)
+    return {"frame": frame, "summary": summary, "int8": rate.get("int8"), "suite": suites}
 
 
 def machine() -> str:
@@ -151,12 +218,19 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--encoders", default=",".join(installed), help="comma-separated")
     parser.add_argument("--identity-examples", type=int, default=150)
     parser.add_argument("--identity-attacks", type=int, default=40)
+    parser.add_argument("--context-examples", type=int, default=0)
+    parser.add_argument("--spelling-variants", type=int, default=0)
+    parser.add_argument("--base-rate", type=float, default=0.08, help="04's, for the suite")
+    parser.add_argument("--no-suite", action="store_true", help="skip the behavioural suite")
+    parser.add_argument("--save-scores", type=Path, help="a folder for each fold's suite scores")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-int8", action="store_true", help="skip the export + int8 timing")
     return parser.parse_args()
 
 
 def main() -> None:
+    import pandas as pd
+
     from moderation_helpers.recipe.cv import markdown_table, train_seconds
 
     args = parse_args()
@@ -180,6 +254,13 @@ def main() -> None:
             f"({train_seconds(frame, 'train_cpu_seconds')} CPU-s with loading); int8 {rate}\n"
         )
         print(markdown_table(result["summary"]) + "\n")
+        if result["suite"]:
+            suite = pd.DataFrame(result["suite"])
+            table = pd.DataFrame({"mean": suite.mean(), "sd": suite.std(ddof=1)}).round(3)
+            print(
+                f"behavioural suite, toxicity flag at the base-rate threshold ({len(suite)} "
+                f"folds):\n\n{markdown_table(table.reset_index(names='check'))}\n"
+            )
     print("command: " + shlex.join(["python", *sys.argv]))
     print(f"CPU: {machine()}")
     load_after = os.getloadavg()

@@ -2,8 +2,8 @@
 prepared run folder without starting a kernel (test_notebook_prepare runs the notebook itself).
 
 Keep the calls in step with the notebook's cells: load, threshold, balance, drop rare labels,
-benign identity sentences added to train, figure, JSONL per split, then the summary (written
-last: its presence means a complete step).
+the training split's additions (``recipe.augment``), figure, JSONL per split, then the summary
+(written last: its presence means a complete step).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from moderation_helpers.pages.plots.distribution import plot_distribution
-from moderation_helpers.recipe import identity_examples as ie
 from moderation_helpers.recipe import prepare, prepare_report, source
+from moderation_helpers.recipe.augment import augment_training
 from moderation_helpers.recipe.run_folder import (
     DISTRIBUTION_PNG,
     PREPARE_SUMMARY,
@@ -39,8 +39,10 @@ def prepare_steps(
     text_column: str = "text",
     label_columns: Sequence[str] | None = None,
     dataset_format: str = "text",
+    spelling_variants: int = 100,
     identity_examples: int = 150,
-    identity_attacks: int = 40,
+    identity_attacks: int = 80,
+    context_examples: int = 120,
 ) -> dict[str, Any]:
     """Run 01_prepare's calls with the notebook's parameters; return ``prepare_summary.json``."""
     parameters = {k: v for k, v in locals().items() if k not in ("data_source", "run_dir")}
@@ -58,16 +60,15 @@ def prepare_steps(
     }
     kept, dropped = prepare.drop_rare_labels(balanced, min_label_fraction)
     texts = {split: df[text_column] for split, df in raw.items()}
-    columns = list(kept["train"].columns)
-    for n, make, kind in (
-        (identity_examples, ie.identity_examples, "identity"),
-        (identity_attacks, ie.identity_attacks, "attack"),
-    ):
-        if n:
-            extra = make(n, seed=seed, labels=columns)
-            texts["train"], kept["train"] = ie.with_examples(
-                texts["train"], kept["train"], extra, prefix=kind
-            )
+    texts["train"], kept["train"], _added = augment_training(
+        texts["train"],
+        kept["train"],
+        spelling=spelling_variants,
+        identity=identity_examples,
+        attacks=identity_attacks,
+        context=context_examples,
+        seed=seed,
+    )
     plot_distribution(kept, path=run_path / DISTRIBUTION_PNG)
     for split, split_flags in kept.items():
         prepare.write_split_jsonl(

@@ -18,6 +18,10 @@ from moderation_helpers.recipe.run_folder import DISTRIBUTION_PNG, PREPARE_SUMMA
 
 REPO = Path(__file__).resolve().parents[1]
 MIRROR_SIZES = dict(n_train=800, n_validation=100, n_test=101)
+# The recipe's rows alone: none of 01's additions to the training split.
+NO_ADDITIONS = dict.fromkeys(
+    ("spelling_variants", "identity_examples", "identity_attacks", "context_examples"), 0
+)
 
 
 def load_baseline():
@@ -334,9 +338,7 @@ def test_prepare_step_works_for_any_labelled_dataset(spam_dataset, tmp_path):
 
 
 def test_prepare_step_on_the_mirror_reproduces_the_recipe(civil_comments_dir, tmp_path):
-    summary = prepare_steps(
-        str(civil_comments_dir), tmp_path, identity_examples=0, identity_attacks=0, **MIRROR_SIZES
-    )
+    summary = prepare_steps(str(civil_comments_dir), tmp_path, **NO_ADDITIONS, **MIRROR_SIZES)
     splits = summary["splits"]
     assert [splits[s]["rows_drawn"] for s in SPLIT_FILES] == [799, 100, 101]
     assert [splits[s]["rows_kept"] for s in SPLIT_FILES] == [149, 19, 18]
@@ -368,8 +370,7 @@ def test_prepare_step_on_the_mirror_reproduces_the_recipe(civil_comments_dir, tm
 
 def test_prepare_step_is_byte_identical_for_a_seed(civil_comments_dir, tmp_path):
     params = dict(MIRROR_SIZES, max_label_fraction=1.0, zero_flags_fraction=0.4)
-    # The recipe's rows alone: the added sentences are drawn with the seed too.
-    params.update(identity_examples=0, identity_attacks=0)
+    params.update(NO_ADDITIONS)
     prepare_steps(str(civil_comments_dir), tmp_path / "a", seed=5, **params)
     prepare_steps(str(civil_comments_dir), tmp_path / "b", seed=5, **params)
     prepare_steps(str(civil_comments_dir), tmp_path / "c", seed=6, **params)
@@ -383,13 +384,7 @@ def test_the_loop_baseline_writes_the_same_examples(civil_comments_dir, tmp_path
     """bench_prepare.py compares like with like: both write the same set of lines."""
     params = dict(MIRROR_SIZES, max_label_fraction=0.5, zero_flags_fraction=0.2, seed=0)
     # The loop baseline is the recipe as written: no identity sentences added.
-    prepare_steps(
-        str(civil_comments_dir),
-        tmp_path / "fast",
-        identity_examples=0,
-        identity_attacks=0,
-        **params,
-    )
+    prepare_steps(str(civil_comments_dir), tmp_path / "fast", **NO_ADDITIONS, **params)
     load_baseline().prepare_loop(str(civil_comments_dir), tmp_path / "loop", **params)
     for name in SPLIT_FILES.values():
         fast = jsonl_lines(tmp_path / "fast" / name)

@@ -37,6 +37,7 @@ class FoldModel:
 
 TrainFn = Callable[[list[dict], Sequence[Any], Any, Path], FoldModel]
 OnFold = Callable[[int, FoldModel, list[dict]], None]
+DeriveFn = Callable[[list[dict]], Sequence[dict]]
 
 
 def train_and_load(
@@ -84,6 +85,7 @@ def cross_validate(
     seed: int = 0,
     max_folds: int | None = None,
     augment: Sequence[dict] = (),
+    derive: DeriveFn | None = None,
     train_fn: TrainFn = train_and_load,
     on_fold: OnFold | None = None,
 ) -> pd.DataFrame:
@@ -93,7 +95,9 @@ def cross_validate(
 
     Folds: scikit-learn's ``StratifiedKFold(folds, shuffle=True, random_state=seed)`` on the
     label :func:`stratify_label` picks. ``augment``: extra rows added to every training fold,
-    never scored (e.g. identity sentences). ``max_folds``: stop after that many folds.
+    never scored (e.g. identity sentences). ``derive(train_rows)``: rows made from each fold's
+    own training rows (e.g. respelled copies), added to it; never from held-out rows, which would
+    leak them into training. ``max_folds``: stop after that many folds.
     ``settings``: the trainer's ``TrainSettings``; ``train_fn``: how a fold is trained (the
     project's trainer by default); ``on_fold(i, model, test_rows)`` runs after each fold is
     scored, while its model folder still exists. Labels without both classes in a held-out
@@ -109,7 +113,8 @@ def cross_validate(
     for fold, (train_idx, test_idx) in enumerate(splitter.split(np.zeros(len(strata)), strata)):
         if max_folds is not None and fold >= max_folds:
             break
-        train_rows = [examples[i] for i in train_idx] + list(augment)
+        train_rows = [examples[i] for i in train_idx]
+        train_rows += list(derive(train_rows) if derive is not None else ()) + list(augment)
         test_rows = [examples[i] for i in test_idx]
         with tempfile.TemporaryDirectory(prefix=f"cv-fold{fold}-") as tmp:
             cpu = time.process_time()

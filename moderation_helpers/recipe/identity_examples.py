@@ -111,6 +111,14 @@ ATTACK_TEMPLATES: tuple[str, ...] = (
     "Shut up, you braindead {term} clown.",
     "No decent person wants {people} around, they are garbage.",
     "You're {a_term} moron, just like the rest of your kind.",
+    "{people} should be wiped off the face of the earth.",
+    "Somebody ought to burn down every {term} home in this city.",
+    "I can't stand {people}, they make me physically sick.",
+    "{people} are a disease and this country needs a cure.",
+    "Round up the {people} and ship them out before there are more of them.",
+    "I despise {people} and I always will.",
+    "Any {term} who shows up here is going to get hurt.",
+    "{people} are subhuman and deserve nothing.",
 )
 ATTACK_LABELS = ("toxicity", "insult", "identity_attack")
 
@@ -149,7 +157,7 @@ def identity_examples(
     :func:`example_pool` (neutral and positive templates alike); the same ``seed`` gives the
     same rows in the same order. Raises ValueError when ``n`` exceeds the pool.
     """
-    return _draw(example_pool(), n, seed, labels, safe_label, flagged=())
+    return draw_examples(example_pool(), n, seed, labels, safe_label, flagged=())
 
 
 def identity_attacks(
@@ -161,10 +169,10 @@ def identity_attacks(
     """``n`` distinct attacks on a group (:data:`ATTACK_TEMPLATES`), flagged with those of
     :data:`ATTACK_LABELS` that ``labels`` has; otherwise like :func:`identity_examples`."""
     pool = example_pool({"attack": ATTACK_TEMPLATES})
-    return _draw(pool, n, seed, labels, safe_label, flagged=ATTACK_LABELS)
+    return draw_examples(pool, n, seed, labels, safe_label, flagged=ATTACK_LABELS)
 
 
-def _draw(
+def draw_examples(
     pool: pd.DataFrame,
     n: int,
     seed: int,
@@ -172,6 +180,9 @@ def _draw(
     safe_label: str,
     flagged: Sequence[str],
 ) -> pd.DataFrame:
+    """``n`` distinct rows of ``pool`` (a ``text`` column), each flagged with those of
+    ``flagged`` that ``labels`` has, every other label False. When the pool has a ``template``
+    column, each template is equally likely to be drawn, however many fillings it has."""
     if not 0 <= n <= len(pool):
         raise ValueError(f"n must be between 0 and {len(pool)} (the template pool), got {n}")
     columns = [str(label) for label in labels if label != safe_label]
@@ -179,7 +190,11 @@ def _draw(
         raise ValueError(f"labels repeat a name: {list(labels)}")
     if "text" in columns:
         raise ValueError("'text' cannot be a label name: it is the text column")
-    picks = np.random.default_rng(seed).choice(len(pool), size=n, replace=False)
+    weights = None
+    if "template" in pool.columns:
+        weights = 1.0 / pool.groupby("template")["text"].transform("size").to_numpy()
+        weights /= weights.sum()
+    picks = np.random.default_rng(seed).choice(len(pool), size=n, replace=False, p=weights)
     out = pd.DataFrame({"text": pool["text"].to_numpy()[picks]})
     for column in columns:
         out[column] = np.full(n, column in flagged, dtype=bool)
