@@ -89,12 +89,10 @@ def words(text: str, start: int = 0, end: int | None = None) -> list[tuple[int, 
 def readable_ends(moderator: Any, texts: Sequence[str]) -> list[int]:
     """The character offset where the model stops reading each text (its ``seq_len`` tokens):
     a word past it cannot move the score."""
-    # The Moderator's tokenizer truncates at seq_len: the last token's end is where reading stops.
-    encodings = moderator._tokenizer.encode_batch(list(texts))
     ends = []
-    for text, encoding in zip(texts, encodings, strict=True):
-        stops = [b for a, b in encoding.offsets if b > a]
-        truncated = len(encoding.ids) >= moderator.seq_len
+    for text, spans in zip(texts, moderator.token_spans(texts), strict=True):
+        truncated = len(spans) + moderator.special_tokens >= moderator.seq_len
+        stops = [b for a, b in spans if b > a]
         ends.append(max(stops) if truncated and stops else len(text))
     return ends
 
