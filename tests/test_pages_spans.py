@@ -15,6 +15,7 @@ from moderation_helpers.pages.sanitize import Sanitizer  # noqa: E402
 from moderation_helpers.pages.spans import (  # noqa: E402
     Highlights,
     explained_errors,
+    explained_texts,
     highlight_html,
     highlight_markdown,
     worst_errors,
@@ -30,7 +31,7 @@ SPANS = [
 def test_markdown_puts_each_span_in_bold_brackets_on_one_escaped_line():
     out = highlight_markdown(TEXT, SPANS)
     assert "**⟦idiot⟧**<sub>1.00</sub>" in out and "**⟦moron⟧**<sub>0.40</sub>" in out
-    assert "\n" not in out
+    assert "\n" not in out and "an **⟦idiot⟧**<sub>1.00</sub> \\| a" in out
     assert "\\*really\\*" in out and "\\|" in out and "\\<b\\>" in out  # no markup leaks
 
 
@@ -105,3 +106,13 @@ def test_explained_errors_ask_each_comment_for_its_own_label():
     errors = worst_errors(truth, scores, limits, n=1)
     several = explained_errors(errors, texts, explain, n_targets=2)
     assert [row["label"] for row in several.rows] == ["m/insult", "m/insult"]
+
+
+def test_explained_texts_show_a_row_per_flag_and_one_for_a_text_without():
+    shown = explained_texts(["hi there", "you idiot"], [{}, {"insult": SPANS[:0], "toxicity": []}])
+    assert [(row["label"], row["text"]) for row in shown.rows] == [
+        ("-", "hi there"),
+        ("insult", "you idiot"),
+        ("toxicity", "you idiot"),
+    ]
+    assert "| - | hi there |" in shown._repr_markdown_()

@@ -25,6 +25,7 @@ Span = Mapping[str, Any]
 ERROR_COLUMNS = ["error", "row", "target", "label", "score", "threshold"]
 # Characters Markdown would read as markup in a comment (a table cell's pipe included).
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~])")
+_WHITESPACE = re.compile(r"\s+")  # kept as one space: a span's neighbours stay words apart
 _MARK_RGB = "255, 196, 0"  # the highlighter's yellow; opacity carries the weight
 
 
@@ -94,7 +95,7 @@ def highlight_html(text: str, spans: Sequence[Span]) -> str:
 
 def markdown_escape(text: str) -> str:
     """``text`` on one line, with what Markdown (or a table cell) would read as markup escaped."""
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(text.split()))
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", _WHITESPACE.sub(" ", text))
 
 
 def highlight_markdown(text: str, spans: Sequence[Span]) -> str:
@@ -169,3 +170,13 @@ def explained_errors(
         spans = explain([text], [key])[0].get(key, [])
         rows.append({**error, "label": key, "text": text, "spans": spans})
     return Highlights(rows, columns=["error", "label", "score", "threshold"])
+
+
+def explained_texts(texts: Sequence[str], explanations: Sequence[Mapping[str, Any]]) -> Highlights:
+    """:class:`Highlights` of :meth:`Moderator.explain`'s answer: a row per text and flagged
+    category, its spans highlighted; a text with no flag gets one row, category ``-``."""
+    rows = []
+    for text, explanation in zip(texts, explanations, strict=True):
+        found = explanation.items() or [("-", [])]
+        rows += [{"label": label, "text": text, "spans": spans} for label, spans in found]
+    return Highlights(rows, columns=["label"])
