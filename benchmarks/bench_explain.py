@@ -9,9 +9,9 @@ Every post's ``--label`` is explained (flagged or not) and scored with the task'
 character-offset F1 per post (both empty: 1, one empty: 0), mean over posts. Reported for all
 posts, for the posts the model flags, and for the two seeded halves the knobs were tuned on
 (``tune``) and not (``held-out``); beside it, on some held-out posts, the baseline (occlude every
-content word, weight = drop). Then explain's texts/s beside moderate's on the same texts (the
-one ``explain`` call above; ``model.explain.explain_speed`` times it for bench_serving), the
-CPU and the command.
+content word, weight = the label's own drop). Then explain's texts/s beside moderate's on the
+same texts (the one ``explain`` call above; ``model.explain.explain_speed`` times it for
+bench_serving), the CPU and the command.
 """
 
 from __future__ import annotations
@@ -125,10 +125,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     held = halves(len(texts))[1][: args.baseline_posts]
     sub = [texts[i] for i in held], [gold[i] for i in held]
     ours = f1[held].mean()
-    base, _ = explained_f1(moderator, *sub, args.label, alone_weight=0.0, max_occluded=10**6)
+    plain = {"alone_weight": 0.0, "max_occluded": 10**6, "own_share": 1.0}
+    base, _ = explained_f1(moderator, *sub, args.label, **plain)
     print(
         f"on {len(held)} held-out posts: explain {ours:.3f}, baseline word occlusion "
-        f"(every content word, no alone score) {base.mean():.3f}"
+        f"(every content word, the label's own drop alone) {base.mean():.3f}"
     )
     print(
         f"\nspeed on the same {len(texts)} texts: explain {len(texts) / explain_s:.1f} texts/s, "

@@ -157,3 +157,22 @@ def test_the_moderator_explains_as_the_module_does(moderator):
     assert moderator.explain(texts, labels=["toxicity"]) == explain(
         moderator, texts, labels=["toxicity"]
     )
+
+
+def test_token_spans_cover_the_words_the_model_reads(moderator):
+    text = "You are an idiot."
+    [spans] = moderator.token_spans([text])
+    assert spans and all(0 <= a < b <= len(text) for a, b in spans)
+    assert "".join(text[a:b] for a, b in spans).lower() == "youareanidiot."
+    [long] = moderator.token_spans(["word " * (2 * moderator.seq_len)])
+    assert len(long) == moderator.seq_len - moderator.special_tokens  # truncated like scoring
+
+
+def test_words_past_what_the_model_reads_are_never_spans(word_list_moderator):
+    target, label = first_label(word_list_moderator)
+    text = "fine " * (2 * word_list_moderator.seq_len) + "idiot"
+    read_until = max(b for _, b in word_list_moderator.token_spans([text])[0])
+    assert read_until < text.index("idiot")
+    [explanation] = explain(word_list_moderator, [text], [label])
+    spans = explanation[category(word_list_moderator, target, label)]
+    assert all(s["end"] <= read_until for s in spans)

@@ -14,10 +14,13 @@ Method, chosen by measurement on the SemEval-2021 toxic spans trial set
 2. **occlusion**: the text without each of its ``max_occluded`` content words of highest lift;
    a word's *drop* is how much the label's score falls without it (what it adds in context).
 
-A word's weight averages its drop and lift, each normalized by the text's largest; function
-words weigh 0. The words whose weight reaches ``keep`` x the top one are kept, and kept words
-that only whitespace separates merge into one span, trimmed to the words (no surrounding spaces
-or punctuation). Words past the model's ``seq_len`` tokens cannot move the score: not scored.
+A word's weight for each label of the target averages its drop and lift, each normalized by the
+text's largest; the weight explained is half the label's own, half the mean over the target's
+labels counted by the text's score on each (:mod:`.explain_weights`: one output of a small model
+is noisy, and an insult is toxic because of the same word). Function words weigh 0. The words
+whose weight reaches ``keep`` x the top one are kept, and kept words that only whitespace
+separates merge into one span, trimmed to the words (no surrounding spaces or punctuation).
+Words past the model's ``seq_len`` tokens cannot move the score: not scored.
 Labels explained: those the flag rule flags (``core.flags.flag_mask`` with the Moderator's
 threshold table, as :meth:`Moderator.moderate`), or ``labels=``. Keys are the factory's
 moderation categories: the label alone for a one-target model, else ``target/label``.
@@ -35,13 +38,22 @@ import numpy as np
 
 from moderation_helpers.core import conversation
 from moderation_helpers.core.flags import Thresholds, category, flag_mask
+from moderation_helpers.model.explain_weights import (
+    Column,
+    Plan,
+    Span,
+    evidence_columns,
+    spans,
+    word_weights,
+)
 
-Span = dict[str, Any]
 Explanation = dict[str, list[Span]]
 
-# Tuned on one half of the SemEval trial set: span F1 0.550 there, 0.532 on the other half.
-DEFAULT_KEEP = 0.9
-DEFAULT_ALONE_WEIGHT = 8.0
+# Tuned on one half of the SemEval trial set (benchmarks/bench_explain.py), with the default
+# run's model: span F1 0.61 there, 0.58 on the other half (docs/benchmarks.md).
+DEFAULT_KEEP = 0.6
+DEFAULT_ALONE_WEIGHT = 2.0
+DEFAULT_OWN_SHARE = 0.5  # the explained label's own weight; the rest: its target's labels
 # Words occluded per text (the content words whose alone score is highest): occlusion variants
 # are as long as the text, so this bounds explain's cost at a few times moderate's.
 DEFAULT_MAX_OCCLUDED = 8
@@ -89,17 +101,15 @@ def words(text: str, start: int = 0, end: int | None = None) -> list[tuple[int, 
 def readable_ends(moderator: Any, texts: Sequence[str]) -> list[int]:
     """The character offset where the model stops reading each text (its ``seq_len`` tokens):
     a word past it cannot move the score."""
-    # The Moderator's tokenizer truncates at seq_len: the last token's end is where reading stops.
-    encodings = moderator._tokenizer.encode_batch(list(texts))
     ends = []
-    for text, encoding in zip(texts, encodings, strict=True):
-        stops = [b for a, b in encoding.offsets if b > a]
-        truncated = len(encoding.ids) >= moderator.seq_len
+    for text, tokens in zip(texts, moderator.token_spans(texts), strict=True):
+        truncated = len(tokens) + moderator.special_tokens >= moderator.seq_len
+        stops = [b for a, b in tokens if b > a]
         ends.append(max(stops) if truncated and stops else len(text))
     return ends
 
 
-def _wanted(moderator: Any, labels: Sequence[str] | None) -> list[tuple[str, str, int]] | None:
+def _wanted(moderator: Any, labels: Sequence[str] | None) -> list[Column] | None:
     """The columns ``labels`` names (``label`` or ``target/label``), None to use the flags."""
     if labels is None:
         return None
@@ -122,27 +132,14 @@ def _is_content(text: str, unit: Unit) -> bool:
     return text[unit.start : unit.end].lower() not in STOPWORDS
 
 
-@dataclass
-class _Text:
-    """One text's share of the two scoring calls."""
-
-    text: str
-    units: Sequence[Unit]
-    columns: list[tuple[str, str, int]]  # the labels explained: (target, label, column)
-    lifts: np.ndarray  # (columns, units): the word alone's score less the empty text's
-    full: np.ndarray  # (columns,): the text's own score
-    occluded: list[int]  # the units scored without them, in stage 2
-    drops: np.ndarray | None = None  # (columns, occluded)
-
-
 def _alone_stage(
     moderator: Any,
     texts: Sequence[str],
     units: Sequence[Sequence[Unit]],
-    wanted: list[tuple[str, str, int]] | None,
+    wanted: list[Column] | None,
     table: Any,
     max_occluded: int,
-) -> list[_Text]:
+) -> list[Plan]:
     """Stage 1, one score call: each text, the empty text and each word alone; the labels to
     explain (flagged or asked for) and, per text, the content words to occlude in stage 2."""
     pieces = [t[u.start : u.end] for t, us in zip(texts, units, strict=True) for u in us]
@@ -152,23 +149,24 @@ def _alone_stage(
     for i, (text, text_units) in enumerate(zip(texts, units, strict=True)):
         n = len(text_units)
         columns = wanted if wanted is not None else _flagged(moderator, scores, table, i)
+        evidence = evidence_columns(columns, moderator.targets, moderator.safe_label)
         lifts = np.array(
             [
                 np.clip(scores[t][row : row + n, j] - scores[t][empty, j], 0.0, None)
-                for t, _, j in columns
+                for t, _, j in evidence
             ]
-        ).reshape(len(columns), n)
+        ).reshape(len(evidence), n)
         row += n
-        content = [k for k, u in enumerate(text_units) if _is_content(text, u)]
-        rank = lifts.max(axis=0, initial=0.0) if columns else np.zeros(n)
-        occluded = sorted(sorted(content, key=lambda k: -rank[k])[:max_occluded])
-        occluded = occluded if columns else []
-        full = np.array([scores[t][i, j] for t, _, j in columns], dtype=np.float64)
-        out.append(_Text(text, text_units, columns, lifts, full, occluded))
+        content = np.array([_is_content(text, u) for u in text_units], dtype=bool)
+        rank = lifts.max(axis=0, initial=0.0)
+        chosen = sorted(np.flatnonzero(content), key=lambda k: -rank[k])[:max_occluded]
+        occluded = sorted(int(k) for k in chosen) if columns else []
+        full = np.array([scores[t][i, j] for t, _, j in evidence], dtype=np.float64)
+        out.append(Plan(text, text_units, columns, evidence, content, lifts, full, occluded))
     return out
 
 
-def _occlusion_stage(moderator: Any, plans: Sequence[_Text]) -> None:
+def _occlusion_stage(moderator: Any, plans: Sequence[Plan]) -> None:
     """Stage 2, one score call: each text without each of its chosen words; sets ``drops``."""
     batch = [
         p.text[: p.units[k].start] + p.text[p.units[k].end :] for p in plans for k in p.occluded
@@ -180,55 +178,13 @@ def _occlusion_stage(moderator: Any, plans: Sequence[_Text]) -> None:
         p.drops = np.array(
             [
                 np.clip(full - scores[t][row : row + n, j], 0.0, None)
-                for (t, _, j), full in zip(p.columns, p.full, strict=True)
+                for (t, _, j), full in zip(p.evidence, p.full, strict=True)
             ]
-        ).reshape(len(p.columns), n)
+        ).reshape(len(p.evidence), n)
         row += n
 
 
-def _weights(plan: _Text, c: int, alone_weight: float) -> np.ndarray:
-    """Each word's weight for the label ``c`` of ``plan``, in [0, 1]: its occlusion drop and its
-    alone lift, each normalized by the text's largest, averaged with ``alone_weight``."""
-    drop = np.zeros(len(plan.units))
-    drop[plan.occluded] = plan.drops[c]
-    lift = plan.lifts[c]
-    weight = drop / max(float(drop.max(initial=0.0)), 1e-9)
-    weight += alone_weight * lift / max(float(lift.max(initial=0.0)), 1e-9)
-    content = np.array([_is_content(plan.text, u) for u in plan.units], dtype=bool)
-    return np.where(content, weight, 0.0) / (1.0 + alone_weight)
-
-
-def _spans(plan: _Text, weights: np.ndarray, keep: float) -> list[Span]:
-    """The words of one text whose weight reaches ``keep`` x the top one, as sorted spans in
-    message offsets; kept words that whitespace alone separates merge into one span."""
-    top = float(weights.max(initial=0.0))
-    if top <= 0.0:
-        return []
-    kept = [(u, float(w)) for u, w in zip(plan.units, weights, strict=True) if w >= keep * top]
-    merged: list[tuple[Unit, int, float]] = []  # (first unit, end, weight)
-    for unit, weight in kept:  # units are in text order
-        if merged:
-            first, end, best = merged[-1]
-            if first.message == unit.message and not plan.text[end : unit.start].strip():
-                merged[-1] = (first, unit.end, max(best, weight))
-                continue
-        merged.append((unit, unit.end, weight))
-    out = []
-    for first, end, weight in merged:
-        span: Span = {
-            "start": first.start - first.offset,
-            "end": end - first.offset,
-            "weight": round(weight, 6),
-        }
-        if first.message is not None:
-            span["message"] = first.message
-        out.append(span)
-    return out
-
-
-def _flagged(
-    moderator: Any, scores: Mapping[str, np.ndarray], table: Any, i: int
-) -> list[tuple[str, str, int]]:
+def _flagged(moderator: Any, scores: Mapping[str, np.ndarray], table: Any, i: int) -> list[Column]:
     """The columns the flag rule flags for row ``i`` (the Moderator's rule and thresholds)."""
     out = []
     for t in moderator.targets:
@@ -249,6 +205,7 @@ def explain_units(
     keep: float = DEFAULT_KEEP,
     alone_weight: float = DEFAULT_ALONE_WEIGHT,
     max_occluded: int = DEFAULT_MAX_OCCLUDED,
+    own_share: float = DEFAULT_OWN_SHARE,
 ) -> list[Explanation]:
     """:func:`explain` for strings whose candidate words are given (see :class:`Unit`)."""
     texts = list(texts)
@@ -261,7 +218,9 @@ def explain_units(
     n_targets = len(moderator.targets)
     return [
         {
-            category(target, label, n_targets): _spans(plan, _weights(plan, c, alone_weight), keep)
+            category(target, label, n_targets): spans(
+                plan, word_weights(plan, c, alone_weight, own_share), keep
+            )
             for c, (target, label, _) in enumerate(plan.columns)
         }
         for plan in plans
@@ -277,6 +236,7 @@ def explain(
     keep: float = DEFAULT_KEEP,
     alone_weight: float = DEFAULT_ALONE_WEIGHT,
     max_occluded: int = DEFAULT_MAX_OCCLUDED,
+    own_share: float = DEFAULT_OWN_SHARE,
 ) -> list[Explanation]:
     """Per text, ``{category: [{"start", "end", "weight"}, ...]}``: the character spans that
     drove each flagged label's score (or each of ``labels``, flagged or not).
@@ -289,8 +249,10 @@ def explain(
     is a word with both the text's largest drop and lift. A flagged label whose score no word
     moves (the text as a whole makes it) gets ``[]``. ``keep``: the share of the top word's
     weight a word needs; ``alone_weight``: the lift's weight beside the drop's 1 (0: plain
-    occlusion); ``max_occluded``: words occluded per text. Costs two :meth:`Moderator.score`
-    calls: each word alone (short strings), then ``max_occluded`` variants of each text.
+    occlusion); ``max_occluded``: words occluded per text; ``own_share``: the label's own share
+    of a word's weight, the rest coming from its target's labels (1: the label alone). Costs
+    two :meth:`Moderator.score` calls: each word alone (short strings), then ``max_occluded``
+    variants of each text.
     """
     if isinstance(texts, str):
         raise TypeError("expected a sequence of texts, got one str: wrap it in a list")
@@ -309,6 +271,7 @@ def explain(
         keep=keep,
         alone_weight=alone_weight,
         max_occluded=max_occluded,
+        own_share=own_share,
     )
 
 
@@ -349,6 +312,7 @@ def explain_conversations(
     keep: float = DEFAULT_KEEP,
     alone_weight: float = DEFAULT_ALONE_WEIGHT,
     max_occluded: int = DEFAULT_MAX_OCCLUDED,
+    own_share: float = DEFAULT_OWN_SHARE,
 ) -> list[Explanation]:
     """:func:`explain` for chats (lists of ``{"role", "content"}`` messages): each span also
     has ``"message"``, the index of the message it lies in, and ``start``/``end`` are offsets
@@ -374,6 +338,7 @@ def explain_conversations(
         keep=keep,
         alone_weight=alone_weight,
         max_occluded=max_occluded,
+        own_share=own_share,
     )
 
 

@@ -176,6 +176,19 @@ class Moderator:
         ids = self.encode(texts)
         return np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
 
+    def token_spans(self, texts: Sequence[str]) -> list[list[tuple[int, int]]]:
+        """Per text, the character ``(start, end)`` of each token the model reads, in order
+        (special tokens left out, truncated at seq_len): which characters a token covers, and
+        where the model stops reading a long text."""
+        return [
+            [
+                span
+                for span, special in zip(e.offsets, e.special_tokens_mask, strict=True)
+                if not special
+            ]
+            for e in self._tokenizer.encode_batch(_as_texts(texts))
+        ]
+
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Tokens per string without special tokens or truncation (for chat truncation)."""
         encodings = self._counter.encode_batch(list(texts), add_special_tokens=False)

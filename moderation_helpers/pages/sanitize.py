@@ -139,6 +139,10 @@ def clean_output(output: nbformat.NotebookNode, clean: Sanitizer) -> nbformat.No
     widget = [data.pop(m) for m in WIDGET_MIMETYPES if m in data]
     if widget and set(data) <= {"text/plain"}:
         return None  # a widget with only its repr to fall back on (tqdm's bar): nothing to show
+    if isinstance(data.get("text/markdown"), str):
+        # An output that brings its own Markdown (pages.spans.Highlights) is shown as that: the
+        # page would otherwise take its HTML first, styled for a notebook.
+        data.pop("text/html", None)
     if isinstance(data.get("text/html"), str):
         html = data.pop("text/html")
         table = markdown_table(html)

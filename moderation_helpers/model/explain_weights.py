@@ -1,0 +1,98 @@
+"""How the scores of :mod:`.explain`'s two stages become word weights, then spans.
+
+Each *evidence* label (every label of the explained label's target but the safe one) gives a
+word a weight in [0, 1]: its occlusion drop and its alone lift, each normalized by the text's
+largest, averaged with ``alone_weight``. A label's own weight is noisy (one output of a small
+model), and the labels of a target share their evidence (an insult is toxic because of the same
+word), so the weight explained is ``own_share`` x the label's own plus the rest x the mean over
+the evidence labels, each counted by the text's score on it: the labels the text is about speak
+loudest. Function words weigh 0. Words reaching ``keep`` x the top weight are kept; kept words
+only whitespace separates merge into one span.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+Span = dict[str, Any]
+Column = tuple[str, str, int]  # (target, label, column in the target's scores)
+
+
+@dataclass
+class Plan:
+    """One text's share of the two scoring calls."""
+
+    text: str
+    units: Sequence[Any]  # explain.Unit: the candidate words
+    columns: list[Column]  # the labels explained
+    evidence: list[Column]  # the labels whose scores weigh words (explained ones included)
+    content: np.ndarray  # (units,) bool: not a function word
+    lifts: np.ndarray  # (evidence, units): the word alone's score less the empty text's
+    full: np.ndarray  # (evidence,): the text's own score
+    occluded: list[int]  # the units scored without them, in stage 2
+    drops: np.ndarray | None = None  # (evidence, occluded)
+
+
+def evidence_columns(
+    columns: Sequence[Column], targets: Sequence[dict[str, Any]], safe_label: str
+) -> list[Column]:
+    """The explained columns' targets' labels, the safe label left out."""
+    wanted = {target for target, _, _ in columns}
+    return [
+        (t["name"], label, j)
+        for t in targets
+        if t["name"] in wanted
+        for j, label in enumerate(t["labels"])
+        if label != safe_label
+    ]
+
+
+def _normalized(values: np.ndarray) -> np.ndarray:
+    """Each row over its largest value (rows of zeros stay zeros)."""
+    return values / np.maximum(values.max(axis=1, keepdims=True, initial=0.0), 1e-9)
+
+
+def word_weights(plan: Plan, c: int, alone_weight: float, own_share: float) -> np.ndarray:
+    """Each word's weight for the explained label ``c`` of ``plan``, in [0, 1]."""
+    drop = np.zeros_like(plan.lifts)
+    drop[:, plan.occluded] = plan.drops
+    per_label = (_normalized(drop) + alone_weight * _normalized(plan.lifts)) / (1 + alone_weight)
+    target = plan.columns[c][0]
+    mates = [k for k, column in enumerate(plan.evidence) if column[0] == target]
+    counts = plan.full[mates]
+    shared = counts @ per_label[mates] / max(float(counts.sum()), 1e-9)
+    own = per_label[plan.evidence.index(plan.columns[c])]
+    weight = own_share * own + (1.0 - own_share) * shared
+    return np.where(plan.content, weight, 0.0)
+
+
+def spans(plan: Plan, weights: np.ndarray, keep: float) -> list[Span]:
+    """The words of one text whose weight reaches ``keep`` x the top one, as sorted spans in
+    message offsets; kept words that whitespace alone separates merge into one span."""
+    top = float(weights.max(initial=0.0))
+    if top <= 0.0:
+        return []
+    kept = [(u, float(w)) for u, w in zip(plan.units, weights, strict=True) if w >= keep * top]
+    merged: list[tuple[Any, int, float]] = []  # (first unit, end, weight)
+    for unit, weight in kept:  # units are in text order
+        if merged:
+            first, end, best = merged[-1]
+            if first.message == unit.message and not plan.text[end : unit.start].strip():
+                merged[-1] = (first, unit.end, max(best, weight))
+                continue
+        merged.append((unit, unit.end, weight))
+    out = []
+    for first, end, weight in merged:
+        span: Span = {
+            "start": first.start - first.offset,
+            "end": end - first.offset,
+            "weight": round(weight, 6),
+        }
+        if first.message is not None:
+            span["message"] = first.message
+        out.append(span)
+    return out
