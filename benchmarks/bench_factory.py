@@ -2,7 +2,7 @@
 
 One run prepares the mirror (unless ``--run-dir`` holds a prepared run folder), starts a local
 factory on a free port with a temporary store, trains a default classifier job through the
-``mistralai`` SDK exactly as the cookbook does (learning_rate 5e-5, weight_decay 0.1,
+``mistralai`` SDK exactly as the cookbook does (learning_rate 1e-4, weight_decay 0.1,
 warmup_fraction 0.05), classifies through the SDK, trains the TF-IDF + logistic regression
 baseline on the same JSONL, and prints one Markdown table:
 
@@ -160,7 +160,7 @@ def fmt(value, spec: str = ".3f") -> str:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=200, help="training steps (default 200)")
-    parser.add_argument("--learning-rate", type=float, default=5e-5)
+    parser.add_argument("--learning-rate", type=float, default=1e-4)
     parser.add_argument("--run-dir", type=Path, help="a prepared run folder (default: prepare)")
     parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE, help="data to prepare")
     parser.add_argument("--store", type=Path, help="factory store (default: a temporary one)")

@@ -6,12 +6,15 @@
 
 Prepares the mirror as the default pipeline does (notebooks/01_prepare.ipynb: every split,
 ``max_label_fraction=1.0``, ``zero_flags_fraction=0.4``, rare labels dropped), pools the splits'
-rows and cross-validates the project's classifier (``recipe.cv``) on them, for each base encoder:
-the identity sentences of the recipe (``--identity-examples`` benign, ``--identity-attacks``
-attacks) join every training fold and are never scored. Prints per-label ROC-AUC and AP as
-mean ± sd over the folds run, the training steps' seconds, and the int8 texts/s of the first
-fold's model exported (``export_model(int8=True)``) and scored by the Moderator on its held-out
-texts; then the command, the CPU (``lscpu``) and the load average, before and after.
+rows and cross-validates the project's classifier (``recipe.cv``) on them, for each base encoder,
+with 01's additions to the training split (``recipe.augment``; defaults as the notebook's): the
+template sentences (``--identity-examples``, ``--identity-attacks``, ``--context-examples``)
+join every training fold and are never scored; the respelled copies (``--spelling-variants``)
+are made from each fold's own training rows. Prints per-label ROC-AUC and AP as mean ± sd over
+the folds run, the training steps' seconds, the behavioural suite (``recipe.behaviour``) per
+behaviour at the toxicity threshold 04 would tune on each held-out fold, and the int8 texts/s
+of the first fold's model exported (``export_model(int8=True)``) and scored by the Moderator on
+its held-out texts; then the command, the CPU (``lscpu``) and the load average.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ DEFAULT_SOURCE = REPO.parent / "shared" / "data" / "civil_comments"
 
 
 def prepared_rows(source: Path, args: argparse.Namespace) -> tuple[list[dict], list[dict]]:
-    """The mirror's rows prepared as 01_prepare does (all splits pooled) and the identity rows."""
+    """The mirror's rows prepared as 01_prepare does (all splits pooled) and the template rows
+    01 adds to training (identity, attack and context sentences)."""
     import pandas as pd
 
     from moderation_helpers.recipe import identity_examples as ie
@@ -214,12 +218,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--max-folds", type=int, help="run only the first N folds (time)")
     parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--learning-rate", type=float, default=5e-5, help="the notebook's")
+    parser.add_argument("--learning-rate", type=float, default=1e-4, help="the notebook's")
     parser.add_argument("--encoders", default=",".join(installed), help="comma-separated")
     parser.add_argument("--identity-examples", type=int, default=150)
-    parser.add_argument("--identity-attacks", type=int, default=40)
-    parser.add_argument("--context-examples", type=int, default=0)
-    parser.add_argument("--spelling-variants", type=int, default=0)
+    parser.add_argument("--identity-attacks", type=int, default=80)
+    parser.add_argument("--context-examples", type=int, default=120)
+    parser.add_argument("--spelling-variants", type=int, default=100)
     parser.add_argument("--base-rate", type=float, default=0.08, help="04's, for the suite")
     parser.add_argument("--no-suite", action="store_true", help="skip the behavioural suite")
     parser.add_argument("--save-scores", type=Path, help="a folder for each fold's suite scores")

@@ -139,7 +139,7 @@ def resampled_corpus(texts: Sequence[str], rows: int, path: Path, seed: int = 0)
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=200, help="training steps (default 200)")
-    parser.add_argument("--learning-rate", type=float, default=5e-5)
+    parser.add_argument("--learning-rate", type=float, default=1e-4)
     parser.add_argument("--run-dir", type=Path, help="reuse this run folder's data and model")
     parser.add_argument("--store", type=Path, help="factory store (default: RUN/factory or temp)")
     parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE, help="the mirror")

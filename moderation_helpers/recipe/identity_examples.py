@@ -119,6 +119,12 @@ ATTACK_TEMPLATES: tuple[str, ...] = (
     "I despise {people} and I always will.",
     "Any {term} who shows up here is going to get hurt.",
     "{people} are subhuman and deserve nothing.",
+    "Why are {people} always so dirty and dishonest?",
+    "In my opinion {people} are the worst thing that ever happened to this country.",
+    "{people} will never be equal to the rest of us.",
+    "Fuck all {people}, every single one of them.",
+    "Those {people} are not welcome here and never will be.",
+    "I'd never let {a_term} near my family, they're dangerous.",
 )
 ATTACK_LABELS = ("toxicity", "insult", "identity_attack")
 
