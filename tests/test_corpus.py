@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -113,9 +114,7 @@ def run(model_dir, source, output, **kw):
     kw.setdefault("threads", 1)
     kw.setdefault("block_rows", 8)
     kw.setdefault("batch_tokens", 2048)
-    return moderate_corpus(
-        model_dir, source, output, progress=False, log=lambda _: None, **kw
-    )
+    return moderate_corpus(model_dir, source, output, progress=False, log=lambda _: None, **kw)
 
 
 def reference_flags(scores: np.ndarray) -> list[list[str]]:
@@ -255,6 +254,41 @@ def test_other_settings_are_refused_unless_overwrite(local_ray, model_dir, tmp_p
     with pytest.raises(CorpusError, match="did not write"):
         run(model_dir, source, tmp_path, overwrite=True)
     assert (tmp_path / "mine.txt").read_text() == "keep"
+
+
+EMBEDDED_RUN = """
+import sys
+import ray
+sys.path.insert(0, {tests!r})
+import test_corpus
+ray.cloudpickle.register_pickle_by_value(test_corpus)
+from moderation_helpers.corpus.run import moderate_corpus
+summary = moderate_corpus(
+    {model!r}, {source!r}, {out!r}, load=test_corpus.stand_in_loader, num_cpus=2, num_actors=2,
+    threads=1, block_rows=8, batch_tokens=2048, progress=False, log_file={log!r},
+)
+print("complete:", summary["complete"])
+"""
+
+
+@pytest.mark.slow  # starts its own Ray: 20 s or more
+def test_an_embedded_run_prints_nothing_of_ray_and_logs_to_its_file(model_dir, tmp_path):
+    """What 05_deploy and the README's run command rely on: the corpus step starts its own
+    Ray, and Ray's lines (ray.init's warnings, Ray Data's, the driver's C++ core worker's) go to
+    ``log_file`` with the run's notes, not to the terminal or a notebook's output."""
+    source = write_corpus(corpus_frame(20), tmp_path, "parquet")
+    log = tmp_path / "moderate_corpus.log"
+    script = EMBEDDED_RUN.format(
+        tests=str(Path(__file__).parent), model=str(model_dir), source=str(source),
+        out=str(tmp_path / "out"), log=str(log),
+    )  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "complete: True\n" and done.stderr == ""
+    notes = log.read_text(encoding="utf-8")
+    assert "20 rows in 3 blocks of 8" in notes and "local Ray: 2 CPUs" in notes
 
 
 def test_cli_reports_bad_input_without_a_traceback(model_dir, tmp_path, capsys):
