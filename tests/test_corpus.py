@@ -177,7 +177,9 @@ def test_json_texts_of_other_types_become_row_errors(tmp_path):
 # ------------------------------------------------------------------ whole runs on local Ray
 
 
-@pytest.mark.parametrize("kind", ["parquet", "jsonl", "csv"])
+@pytest.mark.parametrize(
+    "kind", ["parquet", *(pytest.param(k, marks=pytest.mark.slow) for k in ("jsonl", "csv"))]
+)  # the quick check runs one format on Ray; the reading tests above read JSONL and CSV
 def test_every_row_in_order_with_its_columns_scores_and_flags(local_ray, model_dir, tmp_path, kind):
     frame = corpus_frame()
     source = write_corpus(frame, tmp_path, kind)
@@ -209,6 +211,7 @@ def test_every_row_in_order_with_its_columns_scores_and_flags(local_ray, model_d
     assert manifest["complete"] is True and manifest["plan"]["rows"] == 50
 
 
+@pytest.mark.slow  # several runs on Ray: the quick check keeps one
 def test_a_failed_block_is_reported_and_a_rerun_resumes_to_the_same_output(
     local_ray, model_dir, tmp_path
 ):
@@ -231,6 +234,7 @@ def test_a_failed_block_is_reported_and_a_rerun_resumes_to_the_same_output(
     )
 
 
+@pytest.mark.slow  # several runs on Ray: the quick check keeps one
 def test_other_settings_are_refused_unless_overwrite(local_ray, model_dir, tmp_path):
     source = write_corpus(corpus_frame(20), tmp_path, "csv")
     run(model_dir, source, tmp_path / "out")
