@@ -67,13 +67,13 @@ def _native_stderr_to(path: Path) -> Iterator[None]:
     Ray's own log files too, and itself prints a line. In a Jupyter kernel, whatever reaches
     descriptor 2 lands in the cell's output and on the terminal that started the kernel.
     """
-    sys.stderr.flush()
-    saved_fd = os.dup(2)
     saved_stream = sys.stderr
     try:
-        on_fd2 = sys.stderr.fileno() == 2
-    except (AttributeError, OSError, ValueError):  # a kernel's or a test's captured stream
+        saved_stream.flush()
+        on_fd2 = saved_stream.fileno() == 2
+    except (AttributeError, OSError, ValueError):  # none, or a kernel's or a test's capture
         on_fd2 = False
+    saved_fd = os.dup(2)
     if on_fd2:  # a plain process: Python's stderr keeps the terminal through a copy of fd 2
         sys.stderr = open(os.dup(saved_fd), "w", buffering=1, encoding="utf-8")  # noqa: SIM115
     target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
