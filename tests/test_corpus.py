@@ -286,8 +286,9 @@ def test_an_embedded_run_prints_nothing_of_ray_and_logs_to_its_file(model_dir, t
         tests=str(Path(__file__).parent), model=str(model_dir), source=str(source),
         out=str(tmp_path / "out"), log=str(log),
     )  # fmt: skip
+    repo = Path(__file__).resolve().parents[1]  # `-c` imports the package from its cwd
     done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=repo
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout == "complete: True\n" and done.stderr == ""
