@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -113,9 +114,7 @@ def run(model_dir, source, output, **kw):
     kw.setdefault("threads", 1)
     kw.setdefault("block_rows", 8)
     kw.setdefault("batch_tokens", 2048)
-    return moderate_corpus(
-        model_dir, source, output, progress=False, log=lambda _: None, **kw
-    )
+    return moderate_corpus(model_dir, source, output, progress=False, log=lambda _: None, **kw)
 
 
 def reference_flags(scores: np.ndarray) -> list[list[str]]:
@@ -178,7 +177,9 @@ def test_json_texts_of_other_types_become_row_errors(tmp_path):
 # ------------------------------------------------------------------ whole runs on local Ray
 
 
-@pytest.mark.parametrize("kind", ["parquet", "jsonl", "csv"])
+@pytest.mark.parametrize(
+    "kind", ["parquet", *(pytest.param(k, marks=pytest.mark.slow) for k in ("jsonl", "csv"))]
+)  # the quick check runs one format on Ray; the reading tests above read JSONL and CSV
 def test_every_row_in_order_with_its_columns_scores_and_flags(local_ray, model_dir, tmp_path, kind):
     frame = corpus_frame()
     source = write_corpus(frame, tmp_path, kind)
@@ -210,6 +211,7 @@ def test_every_row_in_order_with_its_columns_scores_and_flags(local_ray, model_d
     assert manifest["complete"] is True and manifest["plan"]["rows"] == 50
 
 
+@pytest.mark.slow  # several runs on Ray: the quick check keeps one
 def test_a_failed_block_is_reported_and_a_rerun_resumes_to_the_same_output(
     local_ray, model_dir, tmp_path
 ):
@@ -232,6 +234,7 @@ def test_a_failed_block_is_reported_and_a_rerun_resumes_to_the_same_output(
     )
 
 
+@pytest.mark.slow  # several runs on Ray: the quick check keeps one
 def test_other_settings_are_refused_unless_overwrite(local_ray, model_dir, tmp_path):
     source = write_corpus(corpus_frame(20), tmp_path, "csv")
     run(model_dir, source, tmp_path / "out")
@@ -255,6 +258,42 @@ def test_other_settings_are_refused_unless_overwrite(local_ray, model_dir, tmp_p
     with pytest.raises(CorpusError, match="did not write"):
         run(model_dir, source, tmp_path, overwrite=True)
     assert (tmp_path / "mine.txt").read_text() == "keep"
+
+
+EMBEDDED_RUN = """
+import sys
+import ray
+sys.path.insert(0, {tests!r})
+import test_corpus
+ray.cloudpickle.register_pickle_by_value(test_corpus)
+from moderation_helpers.corpus.run import moderate_corpus
+summary = moderate_corpus(
+    {model!r}, {source!r}, {out!r}, load=test_corpus.stand_in_loader, num_cpus=2, num_actors=2,
+    threads=1, block_rows=8, batch_tokens=2048, progress=False, log_file={log!r},
+)
+print("complete:", summary["complete"])
+"""
+
+
+@pytest.mark.slow  # starts its own Ray: 20 s or more
+def test_an_embedded_run_prints_nothing_of_ray_and_logs_to_its_file(model_dir, tmp_path):
+    """What 05_deploy and the README's run command rely on: the corpus step starts its own
+    Ray, and Ray's lines (ray.init's warnings, Ray Data's, the driver's C++ core worker's) go to
+    ``log_file`` with the run's notes, not to the terminal or a notebook's output."""
+    source = write_corpus(corpus_frame(20), tmp_path, "parquet")
+    log = tmp_path / "moderate_corpus.log"
+    script = EMBEDDED_RUN.format(
+        tests=str(Path(__file__).parent), model=str(model_dir), source=str(source),
+        out=str(tmp_path / "out"), log=str(log),
+    )  # fmt: skip
+    repo = Path(__file__).resolve().parents[1]  # `-c` imports the package from its cwd
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=repo
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "complete: True\n" and done.stderr == ""
+    notes = log.read_text(encoding="utf-8")
+    assert "20 rows in 3 blocks of 8" in notes and "local Ray: 2 CPUs" in notes
 
 
 def test_cli_reports_bad_input_without_a_traceback(model_dir, tmp_path, capsys):

@@ -69,6 +69,7 @@ def test_fp32_scores_match_the_factory(exported_model, factory_scores, test_text
     assert np.abs(ours.to_numpy() - factory_scores.to_numpy()).max() < 1e-4
 
 
+@pytest.mark.slow  # loads torch or exports again: tens of seconds
 def test_fp32_scores_match_torch_fp32(exported_model, factory, trained_job, test_texts):
     from moderation_helpers.classifier.checkpoint import load_model
 
@@ -110,6 +111,7 @@ print(json.dumps({"scores": np.concatenate(outputs, axis=1).tolist(), "leaked": 
 """
 
 
+@pytest.mark.slow  # loads torch or exports again: tens of seconds
 def test_a_fresh_process_reproduces_the_scores_with_the_folder_alone(
     exported_model, factory_scores, test_texts, tmp_path
 ):
@@ -182,6 +184,7 @@ def test_classifier_json_errors_name_the_field(exported_model):
         validate_classifier({**record, "format_version": 99})
 
 
+@pytest.mark.slow  # loads torch or exports again: tens of seconds
 def test_cli_export_through_the_server_needs_no_store(
     factory, trained_job, test_texts, tmp_path, monkeypatch, capsys
 ):

@@ -41,6 +41,7 @@ def model_dir(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # trains and exports a model
 def test_the_export_holds_both_graphs_and_what_int8_costs(model_dir):
     folder = export_dir(model_dir)
     assert folder == model_dir / EXPORT_DIR
@@ -55,6 +56,7 @@ def test_the_export_holds_both_graphs_and_what_int8_costs(model_dir):
     assert "## Quantization" in (folder / MODEL_CARD).read_text()
 
 
+@pytest.mark.slow  # trains and exports a model
 def test_without_validation_the_cost_is_recorded_unmeasured(model_dir, tmp_path):
     from moderation_helpers.classifier.checkpoint import load_model
     from moderation_helpers.export.onnx import export_model
@@ -67,6 +69,7 @@ def test_without_validation_the_cost_is_recorded_unmeasured(model_dir, tmp_path)
     assert "unmeasured" in (target / MODEL_CARD).read_text()
 
 
+@pytest.mark.slow  # trains and exports a model
 def test_calibration_measures_each_candidate_against_its_bound(model_dir):
     record = runtime.calibrate(model_dir, runtime.CALIBRATION_TEXTS[:24])
     candidates = record["candidates"]
@@ -102,6 +105,7 @@ def test_int8_serves_only_within_its_auc_bound_unless_pinned():
         runtime.pick(_record(0.0), "fp16")
 
 
+@pytest.mark.slow  # trains and exports a model
 def test_the_calibration_is_cached_per_model_and_machine(model_dir, monkeypatch):
     cache = model_dir / runtime.RUNTIME_JSON
     cache.unlink(missing_ok=True)
@@ -124,6 +128,7 @@ def test_the_calibration_is_cached_per_model_and_machine(model_dir, monkeypatch)
     cache.unlink()
 
 
+@pytest.mark.slow  # trains and exports a model
 def test_model_cache_serves_the_chosen_runtime(model_dir, monkeypatch):
     for choice, kind, variant in (
         ("onnx-int8", Moderator, "int8"),
@@ -141,6 +146,7 @@ def test_model_cache_serves_the_chosen_runtime(model_dir, monkeypatch):
         cache.close()
 
 
+@pytest.mark.slow  # trains and exports a model
 def test_the_moderator_in_the_batcher_tokenizes_each_request_once(model_dir):
     moderator = Moderator.load(export_dir(model_dir))
     expected = moderator.predict(TEXTS)

@@ -117,6 +117,7 @@ def test_the_checkpoint_records_its_base_encoder(trained):
     assert load_model(out).base_encoder == config["base_encoder"]
 
 
+@pytest.mark.slow  # three trainings: the quick check leaves it to the full suite
 def test_same_seed_same_losses(tmp_path):
     runs = [
         T.train(_examples(False), None, [MULTI], _settings(training_steps=3), tmp_path / str(i))

@@ -9,9 +9,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -26,12 +28,102 @@ with warnings.catch_warnings():
 LOOPBACK = "127.0.0.1"
 
 
+# Ray's Python loggers: "ray" (ray.init's notes, e.g. token authentication) and "ray.data"
+# (which keeps its own handlers and does not propagate).
+RAY_LOGGERS = ("ray", "ray.data")
+
+
+@contextlib.contextmanager
+def _loggers_to(path: Path, names: Sequence[str]) -> Iterator[None]:
+    """The named loggers write to ``path`` instead of the console while inside; their other
+    handlers (Ray's session files) are kept."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    saved = {}
+    for name in names:
+        logger = logging.getLogger(name)
+        saved[name] = list(logger.handlers)
+        logger.handlers = [
+            h
+            for h in logger.handlers
+            if not isinstance(h, logging.StreamHandler) or isinstance(h, logging.FileHandler)
+        ] + [handler]
+    try:
+        yield
+    finally:
+        for name, handlers in saved.items():
+            logging.getLogger(name).handlers = handlers
+        handler.close()
+
+
+@contextlib.contextmanager
+def _native_stderr_to(path: Path) -> Iterator[None]:
+    """This process's file descriptor 2 appends to ``path`` while inside; ``sys.stderr`` keeps
+    writing where it did (a progress bar stays on the terminal).
+
+    Ray's C++ core worker in the driver prints its ERROR lines (such as Ray Data's warning about
+    actors whose constructor arguments live in the object store) to the process's stderr, and
+    no Ray setting sends them elsewhere: ``RAY_BACKEND_LOG_LEVEL=fatal`` would drop them from
+    Ray's own log files too, and itself prints a line. In a Jupyter kernel, whatever reaches
+    descriptor 2 lands in the cell's output and on the terminal that started the kernel.
+    """
+    saved_stream = sys.stderr
+    try:
+        saved_stream.flush()
+        on_fd2 = saved_stream.fileno() == 2
+    except (AttributeError, OSError, ValueError):  # none, or a kernel's or a test's capture
+        on_fd2 = False
+    saved_fd = os.dup(2)
+    if on_fd2:  # a plain process: Python's stderr keeps the terminal through a copy of fd 2
+        sys.stderr = open(os.dup(saved_fd), "w", buffering=1, encoding="utf-8")  # noqa: SIM115
+    target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(target, 2)
+    os.close(target)
+    try:
+        yield
+    finally:
+        os.dup2(saved_fd, 2)
+        os.close(saved_fd)
+        if on_fd2:
+            sys.stderr.close()
+            sys.stderr = saved_stream
+
+
+@contextlib.contextmanager
+def ray_output_to(path: str | os.PathLike | None) -> Iterator[None]:
+    """Ray's own lines in this process, its Python loggers' and its C++ core worker's, go to
+    the file ``path`` (appended) while inside; with ``path=None`` nothing changes.
+
+    The workers' lines stay in Ray's session folder (``log_to_driver=False``)."""
+    if path is None:
+        yield
+        return
+    import ray.data  # noqa: F401 - configures the "ray.data" logger, which is then redirected
+
+    with _loggers_to(Path(path), RAY_LOGGERS), _native_stderr_to(Path(path)):
+        yield
+
+
 @contextlib.contextmanager
 def ray_session(
-    address: str | None, num_cpus: int | None, log: Callable[[str], None]
+    address: str | None,
+    num_cpus: int | None,
+    log: Callable[[str], None],
+    log_file: str | os.PathLike | None = None,
 ) -> Iterator[dict[str, float]]:
     """Ray for the run: the one already initialised, the cluster at ``address``, or an
-    embedded local one (shut down afterwards). Yields the cluster's resources."""
+    embedded local one (shut down afterwards). Yields the cluster's resources.
+
+    With ``log_file``, what Ray itself prints in this process goes there, not to stderr."""
+    with ray_output_to(log_file), _ray_cluster(address, num_cpus, log) as resources:
+        yield resources
+
+
+@contextlib.contextmanager
+def _ray_cluster(
+    address: str | None, num_cpus: int | None, log: Callable[[str], None]
+) -> Iterator[dict[str, float]]:
+    """Connect to or start Ray; shut down only an embedded one this call started."""
     import ray
 
     started = not ray.is_initialized()

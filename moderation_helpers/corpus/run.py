@@ -23,9 +23,11 @@ output folder and this package (installed, or through ``runtime_env``).
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -191,16 +193,18 @@ def score_blocks(
     load: ModeratorLoader,
     progress: bool,
     log: Callable[[str], None],
+    log_file: str | os.PathLike | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """Score the plan's missing blocks on a Ray actor pool: one stats row per block, and the
-    pool's figures (none when there is nothing to score: Ray is not started then)."""
+    pool's figures (none when there is nothing to score: Ray is not started then). With
+    ``log_file``, Ray's own lines in this process go there instead of stderr."""
     todo = plan.todo
     if not todo:
         return [], {}
     rows = pa.array(np.arange(plan.n_rows, dtype=np.int64))
     table = plan.table.add_column(0, ROW_COLUMN, rows)
     blocks = [table.slice(b * plan.block_rows, plan.block_rows) for b in todo]
-    with ray_session(address, num_cpus, log) as resources:
+    with ray_session(address, num_cpus, log, log_file) as resources:
         pool = size_pool(
             resources,
             len(blocks),
@@ -276,6 +280,19 @@ def _report(
         log(f"{len(failures)} block(s) failed: run the same command again to score only those")
 
 
+@contextlib.contextmanager
+def notes_log(
+    log: Callable[[str], None] | None, log_file: str | os.PathLike | None
+) -> Iterator[Callable[[str], None]]:
+    """Where a run's notes go: ``log`` when given, else appended to ``log_file`` (closed
+    afterwards) when there is one, else printed."""
+    if log is not None or log_file is None:
+        yield log or print
+        return
+    with Path(log_file).open("a", encoding="utf-8") as notes:
+        yield functools.partial(print, file=notes, flush=True)
+
+
 def moderate_corpus(
     model_dir: str | os.PathLike,
     input: str | os.PathLike,  # noqa: A002 - the CLI's name for it
@@ -295,7 +312,8 @@ def moderate_corpus(
     explain: bool = False,
     progress: bool = True,
     load: ModeratorLoader = load_moderator,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] | None = None,
+    log_file: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Score every row of the corpus at ``input`` into the folder ``output``; return a summary.
 
@@ -308,41 +326,50 @@ def moderate_corpus(
     resume), the pool, the providers and the speed. ``explain`` adds a ``spans`` column: per
     flagged row, the JSON of :meth:`Moderator.explain`'s ``{category: spans}`` for its flags
     (null for the other rows); explaining costs a few times what scoring does.
+
+    ``log`` gets the run's notes (blocks, the pool, failures; default: printed, or appended to
+    ``log_file`` when there is one). ``log_file`` also gets what Ray itself prints in this
+    process (its loggers and its C++ core worker), which would otherwise reach stderr: a
+    notebook's output, and the terminal of the process that started its kernel.
     """
-    started = time.perf_counter()
-    plan = plan_run(
-        model_dir,
-        input,
-        output,
-        text_column=text_column,
-        variant=variant,
-        block_rows=block_rows,
-        overwrite=overwrite,
-        default_threshold=default_threshold,
-        explain=explain,
-        probe_model=lambda folder: load(
-            folder, variant=variant, threads=1, providers=providers, token_budget=batch_tokens
-        ),
-    )
-    log(
-        f"{plan.n_rows} rows in {plan.total_blocks} blocks of {plan.block_rows}; "
-        f"{len(plan.done)} already written{', resuming' if plan.done else ''}; "
-        f"thresholds: {plan.thresholds.source}"
-    )
-    write_manifest(plan.out, plan.manifest, complete=False)
-    stats, pool = score_blocks(
-        plan,
-        address=address,
-        num_cpus=num_cpus,
-        num_actors=num_actors,
-        threads=threads,
-        providers=providers,
-        batch_tokens=batch_tokens,
-        load=load,
-        progress=progress,
-        log=log,
-    )
-    summary = summarize(plan, stats, pool, time.perf_counter() - started)
-    write_manifest(plan.out, plan.manifest, **{k: v for k, v in summary.items() if k != "output"})
-    _report(plan, stats, summary, log)
-    return summary
+    with notes_log(log, log_file) as note:
+        started = time.perf_counter()
+        plan = plan_run(
+            model_dir,
+            input,
+            output,
+            text_column=text_column,
+            variant=variant,
+            block_rows=block_rows,
+            overwrite=overwrite,
+            default_threshold=default_threshold,
+            explain=explain,
+            probe_model=lambda folder: load(
+                folder, variant=variant, threads=1, providers=providers, token_budget=batch_tokens
+            ),
+        )
+        note(
+            f"{plan.n_rows} rows in {plan.total_blocks} blocks of {plan.block_rows}; "
+            f"{len(plan.done)} already written{', resuming' if plan.done else ''}; "
+            f"thresholds: {plan.thresholds.source}"
+        )
+        write_manifest(plan.out, plan.manifest, complete=False)
+        stats, pool = score_blocks(
+            plan,
+            address=address,
+            num_cpus=num_cpus,
+            num_actors=num_actors,
+            threads=threads,
+            providers=providers,
+            batch_tokens=batch_tokens,
+            load=load,
+            progress=progress,
+            log=note,
+            log_file=log_file,
+        )
+        summary = summarize(plan, stats, pool, time.perf_counter() - started)
+        write_manifest(
+            plan.out, plan.manifest, **{k: v for k, v in summary.items() if k != "output"}
+        )
+        _report(plan, stats, summary, note)
+        return summary

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from pathlib import Path
 
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from moderation_helpers.core.files import atomic_path
+from moderation_helpers.pages.plots.save import save_figure
 
 FLAGGED_COLOR = "#d62728"
 NOT_FLAGGED_COLOR = "#1f77b4"
@@ -132,7 +131,7 @@ def plot_distribution(
         )
         _stacked_bars(axes[row, 2], flags, f"{name}: rows per label", labels)
     if path is not None:
-        _save_png(fig, Path(path))
+        save_figure(fig, path, dpi=80)
     return fig
 
 
@@ -142,9 +141,3 @@ def _label_order(flags_by_split: Mapping[str, pd.DataFrame]) -> list[str]:
     first = next(iter(flags_by_split.values()), pd.DataFrame())
     counts = first.rename(columns=str).sum().reindex(labels, fill_value=0)
     return list(counts.sort_values(ascending=False, kind="stable").index)
-
-
-def _save_png(fig: Figure, path: Path) -> None:
-    """Save through a temporary file and a rename, so a failure leaves no half-written PNG."""
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=80, format="png")

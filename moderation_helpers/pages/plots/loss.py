@@ -8,15 +8,13 @@ keeps one final figure; outside IPython it only draws, and :meth:`LiveLossPlot.f
 
 from __future__ import annotations
 
-import io
 import os
-from pathlib import Path
 
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from moderation_helpers.core.files import atomic_path
+from moderation_helpers.pages.plots.save import png_bytes, save_figure
 
 
 def draw_loss(ax, metrics: pd.DataFrame, title: str | None = None) -> None:
@@ -44,18 +42,6 @@ def plot_loss(metrics: pd.DataFrame, title: str | None = None) -> Figure:
     fig = Figure(figsize=(7, 4), layout="constrained")
     draw_loss(fig.add_subplot(), metrics, title)
     return fig
-
-
-def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 120) -> Path:
-    """Save a figure as PNG atomically (written next to its target, then renamed).
-
-    The axes' titles go into the PNG's ``Title`` text chunk too, so that a check can read what
-    a figure is titled (the docs tests do) without looking at its pixels.
-    """
-    title = "; ".join(ax.get_title() for ax in fig.axes if ax.get_title())
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi, metadata={"Title": title} if title else None)
-    return Path(path)
 
 
 def _ipython_display():
@@ -87,9 +73,7 @@ class LiveLossPlot:
     def _png(self):
         from IPython.display import Image
 
-        buf = io.BytesIO()
-        self.figure.savefig(buf, format="png", dpi=100)
-        return Image(data=buf.getvalue(), format="png")
+        return Image(data=png_bytes(self.figure), format="png")
 
     def update(self, metrics: pd.DataFrame) -> None:
         """Redraw with these metrics (and refresh the notebook output, if any)."""
@@ -108,5 +92,5 @@ class LiveLossPlot:
         """Draw the final curves, save them to ``path`` if given, and return the figure."""
         self.update(metrics)
         if path is not None:
-            save_figure(self.figure, path)
+            save_figure(self.figure, path, dpi=120)
         return self.figure
