@@ -96,8 +96,8 @@ def suite_check(
     predict: Any, test_rows: list[dict], base_rate: float, save: Path | None = None
 ) -> dict[str, float]:
     """The behavioural suite (``recipe.behaviour``) flagged by the fold model's toxicity score at
-    the threshold 04 would tune on the fold's held-out rows for ``base_rate`` (``ONE_SE`` on
-    their F1 reweighted to that rate): accuracy per behaviour, overall, the identity sentences'
+    the threshold 04 would tune on the fold's held-out rows for ``base_rate`` (best F1 with the
+    rows reweighted to that rate): accuracy per behaviour, overall, the identity sentences'
     flag rate, and the threshold."""
     import numpy as np
 
@@ -110,8 +110,7 @@ def suite_check(
 
     y = cv.label_matrix(test_rows, "moderation", ["toxicity"])[:, 0]
     held_out = toxicity(example_texts(test_rows))
-    weights = br.prior_weights(y, base_rate)
-    threshold, _ = br.best_weighted_threshold(y, held_out, weights, br.ONE_SE)
+    threshold, _ = br.best_weighted_threshold(y, held_out, br.prior_weights(y, base_rate))
     cases, identity = behaviour.load_cases(), behaviour.identity_cases()
     report = behaviour.behaviour_report(cases, toxicity(list(cases["text"])) >= threshold)
     out = {f"suite {name}": float(acc) for name, acc in report["accuracy"].items()}

@@ -38,7 +38,7 @@ def test_at_the_validation_rate_it_is_the_plain_best_f1_threshold(seed):
     y, s = synthetic(seed=seed)
     truth, scores = single(y, s)
     plain = ev.best_f1_threshold(y, s)
-    table = br.tune_for_base_rate(truth, scores, {TOX: float(y.mean())}, rule=br.BEST)
+    table = br.tune_for_base_rate(truth, scores, {TOX: float(y.mean())})
     assert table.at[TOX, "threshold"] == plain.threshold
     assert table.at[TOX, "expected_f1"] == pytest.approx(plain.f1)
     assert table.at[TOX, "expected_flag_rate"] == pytest.approx((s >= plain.threshold).mean())
@@ -47,7 +47,7 @@ def test_at_the_validation_rate_it_is_the_plain_best_f1_threshold(seed):
 def test_a_lower_base_rate_raises_the_threshold_and_its_expectations_hold():
     y, s = synthetic()
     truth, scores = single(y, s)
-    table = br.tune_for_base_rate(truth, scores, {TOX: 0.08}, rule=br.BEST)
+    table = br.tune_for_base_rate(truth, scores, {TOX: 0.08})
     row = table.loc[TOX]
     plain = ev.best_f1_threshold(y, s).threshold
     assert row["threshold"] > plain
@@ -72,40 +72,10 @@ def test_a_lower_base_rate_raises_the_threshold_and_its_expectations_hold():
 def test_the_chosen_threshold_maximizes_the_reweighted_f1():
     y, s = synthetic(n=600, seed=3)
     truth, scores = single(y, s)
-    chosen = br.tune_for_base_rate(truth, scores, {TOX: 0.1}, rule=br.BEST).loc[TOX]
+    chosen = br.tune_for_base_rate(truth, scores, {TOX: 0.1}).loc[TOX]
     candidates = np.unique(s)
     f1s = [br.expected_metrics(y, s, t, 0.1)["expected_f1"] for t in candidates]
     assert chosen["expected_f1"] == pytest.approx(np.nanmax(f1s))
-
-
-def test_one_se_takes_the_lowest_threshold_within_one_standard_error_of_the_best():
-    y, s = synthetic(n=120, seed=5)
-    w = br.prior_weights(y, 0.08)
-    best, best_f1 = br.best_weighted_threshold(y, s, w, br.BEST)
-    lenient, lenient_f1 = br.best_weighted_threshold(y, s, w, br.ONE_SE)
-    thresholds, f1 = br.weighted_f1_curve(y, s, w)
-    error = br.f1_standard_error(y, s, w, float(thresholds[np.argmax(f1)]))
-    assert 0 < error < 0.2
-    assert lenient < best and best_f1 - error <= lenient_f1 <= best_f1
-    # No lower threshold on the curve is within the error.
-    assert (f1[thresholds < lenient] < best_f1 - error).all()
-    # The default rule of tune_for_base_rate.
-    truth, scores = single(y, s)
-    assert br.tune_for_base_rate(truth, scores, {TOX: 0.08}).at[TOX, "threshold"] == lenient
-
-
-def test_one_se_agrees_with_best_where_the_split_leaves_no_doubt():
-    # Separated scores: every resample has F1 1 at the best threshold, so the error is 0 and
-    # both rules flag every positive and no negative (halfway between 0.3 and 0.8).
-    y = np.array([True] * 6 + [False] * 6)
-    s = np.array([0.8, 0.85, 0.9, 0.95, 0.97, 0.99, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3])
-    w = br.prior_weights(y, 0.08)
-    assert br.f1_standard_error(y, s, w, 0.8) == 0
-    for rule in br.RULES:
-        threshold, f1 = br.best_weighted_threshold(y, s, w, rule)
-        assert threshold == pytest.approx(0.55) and f1 == pytest.approx(1.0)
-    with pytest.raises(ValueError, match="rule"):
-        br.best_weighted_threshold(y, s, w, "median")
 
 
 def test_weighted_curve_matches_a_direct_weighted_count():

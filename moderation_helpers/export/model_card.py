@@ -174,9 +174,8 @@ def _base_rate_note(evaluation: Mapping[str, Any] | None) -> str:
         return "The thresholds maximize F1 on the validation split as it is (no base rate given)."
     shown = ", ".join(f"{name} {rate:.1%}" for name, rate in rates.items() if "safe" not in name)
     return (
-        "The thresholds come from the F1 curve of the validation split reweighted to traffic "
-        f"with these shares of positives: {shown} (the lowest threshold within one bootstrap "
-        "standard error of the best F1)."
+        "The thresholds maximize F1 on the validation split reweighted to traffic with these "
+        f"shares of positives: {shown}."
     )
 
 

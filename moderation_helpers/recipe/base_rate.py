@@ -10,14 +10,8 @@ tells the truth once each example is weighted by the prior ratio:
 * positives x ``pi / pi_val``, negatives x ``(1 - pi) / (1 - pi_val)``,
 
 where ``pi`` is the target base rate of the label and ``pi_val`` its rate in validation. The
-threshold is read off that reweighted F1 curve, and the table says what to expect at it: the
-share of comments flagged, precision and recall at the target rate.
-
-Which point of the curve: on a split of ~100 rows whose negatives each weigh ~15 times a
-positive, the peak is set by one or two comments, and thresholds far apart are tied within the
-noise. The default rule (:data:`ONE_SE`, the "one standard error" rule of model selection)
-takes the lowest threshold whose F1 is within one bootstrap standard error of the best: among
-the thresholds the split cannot tell apart, the one that catches the most abuse.
+threshold chosen here maximizes that reweighted F1, and the table says what to expect at it:
+the share of comments flagged, precision and recall at the target rate.
 
 Frames are the two-level ``(target, label)`` score and truth frames of
 :mod:`moderation_helpers.recipe.evaluate`; the result is indexed like its
@@ -50,14 +44,6 @@ COLUMNS = [
 ]
 
 Column = tuple[str, str]
-
-# How a threshold is read off the reweighted F1 curve (``best_weighted_threshold``). A
-# validation split of ~100 rows, its negatives weighted ~15x, gives an F1 curve whose peak is
-# one or two comments wide; ONE_SE resolves the ties that noise makes towards recall.
-BEST = "best"
-ONE_SE = "one_se"
-RULES = (BEST, ONE_SE)
-BOOTSTRAP_ROUNDS = 200
 
 
 def _rate(values: pd.Series) -> float:
@@ -134,48 +120,18 @@ def weighted_f1_curve(
     return s[ends], f1
 
 
-def f1_standard_error(
-    y: np.ndarray, scores: np.ndarray, weights: np.ndarray, threshold: float, *, seed: int = 0
-) -> float:
-    """The bootstrap standard error of the weighted F1 at ``threshold``: how much it would move
-    on another draw of a split this size (:data:`BOOTSTRAP_ROUNDS` resamples of the rows, with
-    their weights; one matrix, no loop over rows)."""
-    y = np.asarray(y, dtype=bool)
-    if y.size < 2:
-        return 0.0
-    hits = reaches(np.asarray(scores, dtype=np.float64), np.float64(threshold))
-    w = np.asarray(weights, dtype=np.float64)
-    draws = np.random.default_rng(seed).integers(0, y.size, size=(BOOTSTRAP_ROUNDS, y.size))
-    yb, hb, wb = y[draws], hits[draws], w[draws]
-    tp = (wb * (yb & hb)).sum(axis=1)
-    total = (wb * hb).sum(axis=1) + (wb * yb).sum(axis=1)
-    f1 = np.divide(2 * tp, total, out=np.zeros_like(tp), where=total > 0)
-    return float(f1.std(ddof=1))
-
-
 def best_weighted_threshold(
-    y: np.ndarray, scores: np.ndarray, weights: np.ndarray, rule: str = BEST
+    y: np.ndarray, scores: np.ndarray, weights: np.ndarray
 ) -> tuple[float | None, float | None]:
-    """The threshold the ``rule`` picks on the weighted F1 curve, and its F1; ``(None, None)``
-    when no positive has weight.
-
-    :data:`BEST`: the highest F1; as in ``evaluate.best_f1_threshold``, ties go to the higher
-    threshold (fewer flags). :data:`ONE_SE`: the *lowest* threshold whose F1 is within one
-    bootstrap standard error (:func:`f1_standard_error`) of the highest: the thresholds the
-    split cannot tell apart, resolved towards catching more. Either way the threshold sits
-    halfway between the chosen score and the next lower one.
-    """
-    if rule not in RULES:
-        raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
+    """The threshold maximizing the weighted F1, and that F1; ``(None, None)`` when no positive
+    has weight. As in ``evaluate.best_f1_threshold``: ties go to the higher threshold (fewer
+    flags), and the threshold sits halfway between the chosen score and the next lower one."""
     y = np.asarray(y, dtype=bool)
     s = np.asarray(scores, dtype=np.float64)
     if not (y & (np.asarray(weights) > 0)).any():
         return None, None
     thresholds, f1 = weighted_f1_curve(y, s, weights)
     best = int(np.flatnonzero(f1 == f1.max())[0])  # decreasing thresholds: first = highest
-    if rule == ONE_SE:
-        error = f1_standard_error(y, s, weights, float(thresholds[best]))
-        best = int(np.flatnonzero(f1 >= f1[best] - error)[-1])
     chosen = float(thresholds[best])
     threshold = (chosen + float(thresholds[best + 1])) / 2 if best + 1 < thresholds.size else chosen
     return threshold, float(f1[best])
@@ -271,17 +227,15 @@ def tune_for_base_rate(
     base_rates: Mapping[Column, float] | None = None,
     *,
     default: float = DEFAULT_THRESHOLD,
-    rule: str = ONE_SE,
 ) -> pd.DataFrame:
-    """Per ``(target, label)``: the threshold ``rule`` picks on validation's F1 reweighted to
-    the label's target base rate (:func:`best_weighted_threshold`; by default the lowest within
-    one standard error of the best), and what to expect at it (columns :data:`COLUMNS`).
+    """Per ``(target, label)``: the threshold that maximizes F1 on validation reweighted to the
+    label's target base rate, and what to expect at it (columns :data:`COLUMNS`).
 
     ``base_rates`` maps ``(target, label)`` to the share of positives in the traffic the model
     will see; labels it leaves out get :func:`default_base_rates` (toxicity at
     :data:`TOXICITY_BASE_RATE`, the others scaled alike). At ``pi == pi_val`` every weight is 1
-    and with ``rule=BEST`` the threshold is ``evaluate.best_f1_threshold``'s. A label without
-    positives in validation gets ``default``, with a note. ``expected_f1`` is the reweighted F1.
+    and the threshold is ``evaluate.best_f1_threshold``'s. A label without positives in
+    validation gets ``default``, with a note. ``expected_f1`` is the reweighted F1.
     """
     rates = _rates(truth, base_rates)
     chosen, notes = {}, {}
@@ -289,7 +243,7 @@ def tune_for_base_rate(
         key = tuple(column)
         y = truth[column].to_numpy(dtype=bool)
         weights = prior_weights(y, rates[key])
-        threshold, _ = best_weighted_threshold(y, scores[column].to_numpy(), weights, rule)
+        threshold, _ = best_weighted_threshold(y, scores[column].to_numpy(), weights)
         chosen[key] = default if threshold is None else threshold
         if threshold is None:
             notes[key] = f"nothing to tune in validation: default threshold {default} used"

@@ -43,9 +43,11 @@ DEFAULT_PARAMETERS: dict[str, Any] = {
     "zero_flags_fraction": 0.4,
 }
 _SECRET_NAME = re.compile(r"key|token|secret|password", re.IGNORECASE)
-# The kernels' own log (ipykernel's "Kernel is running over TCP without encryption" warning on
-# every start) is about the machine, not the lesson: only errors reach the terminal.
-KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
+# The kernels' own log is about the machine, not the lesson: ipykernel warns "Kernel is running
+# over TCP without encryption" on every start, and logs "KeyboardInterrupt caught in kernel" as
+# an ERROR when jupyter_client interrupts it before every shutdown. A failing cell still stops
+# the run with papermill's error, which names the cell.
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=CRITICAL"]
 
 
 class PipelineError(RuntimeError):
