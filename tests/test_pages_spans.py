@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import os
+import matplotlib
 
-os.environ.setdefault("MPLBACKEND", "Agg")
+# matplotlib.use, not MPLBACKEND: the environment would reach every notebook kernel the tests
+# start, and a kernel without the inline backend shows no figure.
+matplotlib.use("Agg")
 
 import nbformat  # noqa: E402
 import pandas as pd  # noqa: E402
