@@ -26,27 +26,14 @@ import pytest
 
 from moderation_helpers.recipe import job_record
 from moderation_helpers.recipe.run_folder import PREPARE_SUMMARY, SPLIT_FILES
+from tests.chromium import find_chromium
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "04_infer.ipynb"
 PROJECT_JUPYTER_CONFIG = REPO / "jupyter-config"
-BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 NEWS_PROMPT = "official Jupyter news"
 
 pytestmark = [pytest.mark.slow, pytest.mark.needs_data]
-
-
-def find_chromium() -> str:
-    """Debian's chromium (or $CHROMIUM_PATH); skip with the reason when there is none."""
-    pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    candidates = [os.environ.get("CHROMIUM_PATH")] + [shutil.which(b) for b in BROWSERS]
-    found = next((c for c in candidates if c and os.access(c, os.X_OK)), None)
-    if found is None:
-        pytest.skip(
-            "no Chromium found (looked for $CHROMIUM_PATH and "
-            f"{', '.join(BROWSERS)} on PATH): `apt-get install chromium` (.ci/run does)"
-        )
-    return found
 
 
 def free_port() -> int:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 import re
 import shutil
 from pathlib import Path
@@ -25,6 +24,7 @@ from moderation_helpers.pages import lessons as lp  # noqa: E402
 from moderation_helpers.pages import page_check  # noqa: E402
 from moderation_helpers.pages.sanitize import Sanitizer  # noqa: E402
 from moderation_helpers.recipe import pipeline  # noqa: E402
+from tests.chromium import find_chromium  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"
@@ -53,7 +53,6 @@ PAGE_FAULTS = {
 }
 # A CSS rule as text: a selector, then "{ property: value; }".
 CSS_TEXT = re.compile(r"[\w\-.#:\s]+\{[^{}]*:[^{}]*;[^{}]*\}")
-BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 
 
 def pages() -> list[Path]:
@@ -383,18 +382,6 @@ def test_every_saved_figure_carries_its_titles(tmp_path):
 
 
 # --------------------------------------------------------------------------- as GitHub shows them
-
-
-def find_chromium() -> str:
-    """Debian's chromium (or $CHROMIUM_PATH); skip with the reason when there is none."""
-    pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    candidates = [os.environ.get("CHROMIUM_PATH")] + [shutil.which(b) for b in BROWSERS]
-    found = next((c for c in candidates if c and os.access(c, os.X_OK)), None)
-    if found is None:
-        pytest.skip(
-            f"no Chromium ({', '.join(BROWSERS)} or $CHROMIUM_PATH): apt-get install chromium"
-        )
-    return found
 
 
 def github_html(markdown: str) -> str:
