@@ -176,3 +176,36 @@ def test_words_past_what_the_model_reads_are_never_spans(word_list_moderator):
     [explanation] = explain(word_list_moderator, [text], [label])
     spans = explanation[category(word_list_moderator, target, label)]
     assert all(s["end"] <= read_until for s in spans)
+
+
+def test_a_target_label_explains_itself_but_lends_no_evidence():
+    """identity_attack's evidence (the group named) is no reason for toxicity, but is its own."""
+    from moderation_helpers.model.explain_weights import TARGET_LABELS, Plan, word_weights
+
+    assert "identity_attack" in TARGET_LABELS
+    text = "those muslims are idiots"
+    units = [explain_unit(text, w) for w in ("those", "muslims", "idiots")]
+    evidence = [("m", "identity_attack", 0), ("m", "toxicity", 1)]
+    plan = Plan(
+        text=text,
+        units=units,
+        columns=evidence,
+        evidence=evidence,
+        content=np.array([True, True, True]),
+        # identity_attack lifts "muslims" most, toxicity "idiots"; the text is mostly an attack
+        lifts=np.array([[0.0, 0.9, 0.3], [0.0, 0.2, 0.8]]),
+        full=np.array([0.95, 0.6]),
+        occluded=[1, 2],
+        drops=np.array([[0.8, 0.2], [0.1, 0.7]]),
+    )
+    toxicity = word_weights(plan, 1, alone_weight=1.0, own_share=0.0)
+    assert int(np.argmax(toxicity)) == 2  # "idiots", though identity_attack scores higher
+    attack = word_weights(plan, 0, alone_weight=1.0, own_share=0.25)
+    assert attack[1] > toxicity[1]  # the group is part of identity_attack's own reason
+
+
+def explain_unit(text: str, word: str):
+    from moderation_helpers.model.explain import Unit
+
+    start = text.index(word)
+    return Unit(start, start + len(word), None, 0)

@@ -15,9 +15,11 @@ Method, chosen by measurement on the SemEval-2021 toxic spans trial set
    a word's *drop* is how much the label's score falls without it (what it adds in context).
 
 A word's weight for each label of the target averages its drop and lift, each normalized by the
-text's largest; the weight explained is half the label's own, half the mean over the target's
-labels counted by the text's score on each (:mod:`.explain_weights`: one output of a small model
-is noisy, and an insult is toxic because of the same word). Function words weigh 0. The words
+text's largest; the weight explained is ``own_share`` of the label's own, the rest the mean over
+the target's labels counted by the text's score on each (:mod:`.explain_weights`: one output of a
+small model is noisy, and an insult is toxic because of the same word), less the labels that
+name whom a comment attacks (``identity_attack``: the group is the target, not the reason).
+Function words weigh 0. The words
 whose weight reaches ``keep`` x the top one are kept, and kept words that only whitespace
 separates merge into one span, trimmed to the words (no surrounding spaces or punctuation).
 Words past the model's ``seq_len`` tokens cannot move the score: not scored.
@@ -50,7 +52,7 @@ from moderation_helpers.model.explain_weights import (
 Explanation = dict[str, list[Span]]
 
 # Tuned on one half of the SemEval trial set (benchmarks/bench_explain.py), with the default
-# run's model (01's additions, lr 1e-4): span F1 0.58 there, 0.54 on the other half
+# run's model (01's additions, lr 1e-4): span F1 0.58 there, 0.55 on the other half
 # (docs/benchmarks.md).
 DEFAULT_KEEP = 0.8
 DEFAULT_ALONE_WEIGHT = 4.0
