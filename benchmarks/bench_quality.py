@@ -96,9 +96,9 @@ def suite_check(
     predict: Any, test_rows: list[dict], base_rate: float, save: Path | None = None
 ) -> dict[str, float]:
     """The behavioural suite (``recipe.behaviour``) flagged by the fold model's toxicity score at
-    the threshold 04 would tune on the fold's held-out rows for ``base_rate`` (best F1 with the
-    rows reweighted to that rate): accuracy per behaviour, overall, the identity sentences'
-    flag rate, and the threshold."""
+    the threshold 04 would tune on the fold's held-out rows for ``base_rate``
+    (``base_rate.base_rate_threshold``: the smoothed F1 peak at that rate): accuracy per
+    behaviour, overall, the identity sentences' flag rate, and the threshold."""
     import numpy as np
 
     from moderation_helpers.core.conversation import example_texts
@@ -110,7 +110,7 @@ def suite_check(
 
     y = cv.label_matrix(test_rows, "moderation", ["toxicity"])[:, 0]
     held_out = toxicity(example_texts(test_rows))
-    threshold, _ = br.best_weighted_threshold(y, held_out, br.prior_weights(y, base_rate))
+    threshold = br.base_rate_threshold(y, held_out, base_rate)  # 04's rule: the smoothed peak
     cases, identity = behaviour.load_cases(), behaviour.identity_cases()
     report = behaviour.behaviour_report(cases, toxicity(list(cases["text"])) >= threshold)
     out = {f"suite {name}": float(acc) for name, acc in report["accuracy"].items()}

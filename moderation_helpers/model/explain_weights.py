@@ -7,10 +7,11 @@ model), and the labels of a target share their evidence (an insult is toxic beca
 word), so the weight explained is ``own_share`` x the label's own plus the rest x the mean over
 the evidence labels, each counted by the text's score on it: the labels the text is about speak
 loudest. A *target* label (``TARGET_LABELS``: it says whom a comment attacks, not in which
-words) speaks for itself only: the group it names is the attack's target, not the reason, so
-its evidence would highlight "Muslims" in every explanation of toxicity (span F1 on the held-out
-half 0.541 with it pooled, 0.555 without, docs/benchmarks.md). Function words weigh 0. Words reaching ``keep`` x the top weight are kept; kept words
-only whitespace separates merge into one span.
+words) speaks for itself only: the group it names is the attack's target, not the reason, so its
+evidence would highlight "Muslims" in every explanation of toxicity (span F1 on the held-out
+half 0.541 with it pooled, 0.553 without, docs/benchmarks.md). Function words weigh 0. Words
+reaching ``keep`` x the top weight are kept; kept words only whitespace separates merge into one
+span.
 """
 
 from __future__ import annotations

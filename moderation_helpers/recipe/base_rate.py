@@ -10,8 +10,18 @@ tells the truth once each example is weighted by the prior ratio:
 * positives x ``pi / pi_val``, negatives x ``(1 - pi) / (1 - pi_val)``,
 
 where ``pi`` is the target base rate of the label and ``pi_val`` its rate in validation. The
-threshold chosen here maximizes that reweighted F1, and the table says what to expect at it:
-the share of comments flagged, precision and recall at the target rate.
+threshold chosen here maximizes that F1, and the table says what to expect at it: the share of
+comments flagged, precision and recall at the target rate.
+
+A validation split of ~100 rows has ~40 negatives, each weighted ~15x, and where they happen
+to lie decides the threshold: with none scored between 0.17 and 0.96, every threshold in that
+gap has the same false positives, and the raw peak sits just under the lowest positive. So the
+peak is taken on a **smoothed** curve (:func:`smoothed_f1_curve`): each class's scores are
+spread by a Gaussian kernel on the logit scale (Silverman's bandwidth), which reads the gap as
+"negatives thin out", not "no negative until 0.96". By cross-validation on the mirror (5
+recipes' fold scores, 100-row tuning draws, F1 at 8% measured on the fold's other rows;
+docs/benchmarks.md) it lifted that F1 from 0.704 to 0.727 and cut the threshold's spread from
+0.137 to 0.056 (sd). ``smooth=False`` gives the raw reweighted peak.
 
 Frames are the two-level ``(target, label)`` score and truth frames of
 :mod:`moderation_helpers.recipe.evaluate`; the result is indexed like its
@@ -25,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.special import expit, logit, ndtr
 
 from moderation_helpers.core.flags import DEFAULT_THRESHOLD, SAFE_LABEL, reaches
 
@@ -137,6 +148,53 @@ def best_weighted_threshold(
     return threshold, float(f1[best])
 
 
+# The smoothed curve's thresholds: a logit grid (scores 0.0003 to 0.9997); scores are binned
+# on it, so the cost does not grow with the split.
+_LOGIT_GRID = np.linspace(-8.0, 8.0, 801)
+_MIN_SPREAD = 0.3  # logit units: the bandwidth of a class whose scores are (almost) all equal
+
+
+def _smoothed_share_above(z: np.ndarray) -> np.ndarray:
+    """P(score >= each grid threshold) for one class's logit scores ``z``, Gaussian-kernel
+    smoothed with Silverman's bandwidth (1.06 x sd x n^-1/5)."""
+    bandwidth = 1.06 * max(float(z.std()), _MIN_SPREAD) * z.size**-0.2
+    step = _LOGIT_GRID[1] - _LOGIT_GRID[0]
+    bins = np.clip(np.rint((z - _LOGIT_GRID[0]) / step), 0, _LOGIT_GRID.size - 1).astype(int)
+    counts = np.bincount(bins, minlength=_LOGIT_GRID.size) / z.size
+    centers = _LOGIT_GRID[:, None] - _LOGIT_GRID[None, :]
+    return ndtr(-centers / bandwidth) @ counts
+
+
+def smoothed_f1_curve(
+    y: np.ndarray, scores: np.ndarray, base_rate: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """F1 at ``base_rate`` at every threshold of a logit grid, from kernel-smoothed score
+    distributions of each class: ``(thresholds, f1)``, thresholds in decreasing order. Needs
+    two rows of each class."""
+    y = np.asarray(y, dtype=bool)
+    z = logit(np.clip(np.asarray(scores, dtype=np.float64), 1e-6, 1 - 1e-6))
+    recall = _smoothed_share_above(z[y])
+    false_flags = _smoothed_share_above(z[~y])
+    flagged = base_rate * recall + (1.0 - base_rate) * false_flags
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = np.where(flagged + base_rate > 0, 2 * base_rate * recall / (flagged + base_rate), 0.0)
+    return expit(_LOGIT_GRID)[::-1], f1[::-1]
+
+
+def base_rate_threshold(
+    y: np.ndarray, scores: np.ndarray, base_rate: float, *, smooth: bool = True
+) -> float | None:
+    """The threshold with the best F1 at ``base_rate``: the smoothed curve's peak (the highest
+    on a tie), or with ``smooth=False`` or fewer than two rows of a class, the reweighted
+    split's (:func:`best_weighted_threshold`). None when validation has no positive."""
+    y = np.asarray(y, dtype=bool)
+    if smooth and min(y.sum(), (~y).sum()) >= 2 and base_rate > 0:
+        thresholds, f1 = smoothed_f1_curve(y, scores, base_rate)
+        return float(thresholds[int(np.argmax(f1))])
+    threshold, _ = best_weighted_threshold(y, scores, prior_weights(y, base_rate))
+    return threshold
+
+
 def _thresholds_of(
     thresholds: pd.DataFrame | Mapping[Column, float], columns: pd.Index
 ) -> dict[Column, float]:
@@ -227,23 +285,24 @@ def tune_for_base_rate(
     base_rates: Mapping[Column, float] | None = None,
     *,
     default: float = DEFAULT_THRESHOLD,
+    smooth: bool = True,
 ) -> pd.DataFrame:
-    """Per ``(target, label)``: the threshold that maximizes F1 on validation reweighted to the
-    label's target base rate, and what to expect at it (columns :data:`COLUMNS`).
+    """Per ``(target, label)``: the threshold that maximizes F1 at the label's target base
+    rate (:func:`base_rate_threshold`: smoothed, unless ``smooth=False``), and what validation
+    reweighted to that rate expects at it (columns :data:`COLUMNS`).
 
     ``base_rates`` maps ``(target, label)`` to the share of positives in the traffic the model
     will see; labels it leaves out get :func:`default_base_rates` (toxicity at
-    :data:`TOXICITY_BASE_RATE`, the others scaled alike). At ``pi == pi_val`` every weight is 1
-    and the threshold is ``evaluate.best_f1_threshold``'s. A label without positives in
-    validation gets ``default``, with a note. ``expected_f1`` is the reweighted F1.
+    :data:`TOXICITY_BASE_RATE`, the others scaled alike). Unsmoothed at ``pi == pi_val``, every
+    weight is 1 and the threshold is ``evaluate.best_f1_threshold``'s. A label without
+    positives in validation gets ``default``, with a note. ``expected_f1`` is the reweighted F1.
     """
     rates = _rates(truth, base_rates)
     chosen, notes = {}, {}
     for column in scores.columns:
         key = tuple(column)
         y = truth[column].to_numpy(dtype=bool)
-        weights = prior_weights(y, rates[key])
-        threshold, _ = best_weighted_threshold(y, scores[column].to_numpy(), weights)
+        threshold = base_rate_threshold(y, scores[column].to_numpy(), rates[key], smooth=smooth)
         chosen[key] = default if threshold is None else threshold
         if threshold is None:
             notes[key] = f"nothing to tune in validation: default threshold {default} used"
