@@ -8,7 +8,8 @@ Prepares the mirror as the default pipeline does (notebooks/01_prepare.ipynb: ev
 ``max_label_fraction=1.0``, ``zero_flags_fraction=0.4``, rare labels dropped), pools the splits'
 rows and cross-validates the project's classifier (``recipe.cv``) on them, for each base encoder,
 with 01's additions to the training split (``recipe.augment``; defaults as the notebook's): the
-template sentences (``--identity-examples``, ``--identity-attacks``, ``--context-examples``)
+template sentences (``--identity-examples``, ``--identity-attacks``, ``--context-examples``,
+``--abuse-examples``)
 join every training fold and are never scored; the respelled copies (``--spelling-variants``)
 are made from each fold's own training rows. Prints per-label ROC-AUC and AP as mean ± sd over
 the folds run, the training steps' seconds, the behavioural suite (``recipe.behaviour``) per
@@ -36,7 +37,7 @@ DEFAULT_SOURCE = REPO.parent / "shared" / "data" / "civil_comments"
 
 def prepared_rows(source: Path, args: argparse.Namespace) -> tuple[list[dict], list[dict]]:
     """The mirror's rows prepared as 01_prepare does (all splits pooled) and the template rows
-    01 adds to training (identity, attack and context sentences)."""
+    01 adds to training (identity, attack, context and abuse sentences)."""
     import pandas as pd
 
     from moderation_helpers.recipe import identity_examples as ie
@@ -55,6 +56,7 @@ def prepared_rows(source: Path, args: argparse.Namespace) -> tuple[list[dict], l
     flags_all = pd.concat([kept[s].set_axis(kept[s].index.map(f"{s}-{{}}".format)) for s in kept])
     rows = prepare.to_records(texts, flags_all).to_dict("records")
     columns = list(flags_all.columns)
+    from moderation_helpers.recipe import abuse_examples as ab
     from moderation_helpers.recipe import context_examples as ce
 
     extra = [
@@ -63,6 +65,7 @@ def prepared_rows(source: Path, args: argparse.Namespace) -> tuple[list[dict], l
             (args.identity_examples, ie.identity_examples),
             (args.identity_attacks, ie.identity_attacks),
             (args.context_examples, ce.context_examples),
+            (args.abuse_examples, ab.abuse_examples),
         )
         if n
     ]
@@ -222,6 +225,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--identity-examples", type=int, default=150)
     parser.add_argument("--identity-attacks", type=int, default=80)
     parser.add_argument("--context-examples", type=int, default=120)
+    parser.add_argument("--abuse-examples", type=int, default=160)
     parser.add_argument("--spelling-variants", type=int, default=100)
     parser.add_argument("--base-rate", type=float, default=0.08, help="04's, for the suite")
     parser.add_argument("--no-suite", action="store_true", help="skip the behavioural suite")

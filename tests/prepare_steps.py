@@ -43,6 +43,7 @@ def prepare_steps(
     identity_examples: int = 150,
     identity_attacks: int = 80,
     context_examples: int = 120,
+    abuse_examples: int = 160,
 ) -> dict[str, Any]:
     """Run 01_prepare's calls with the notebook's parameters; return ``prepare_summary.json``."""
     parameters = {k: v for k, v in locals().items() if k not in ("data_source", "run_dir")}
@@ -67,6 +68,7 @@ def prepare_steps(
         identity=identity_examples,
         attacks=identity_attacks,
         context=context_examples,
+        abuse=abuse_examples,
         seed=seed,
     )
     plot_distribution(kept, path=run_path / DISTRIBUTION_PNG)

@@ -20,7 +20,14 @@ REPO = Path(__file__).resolve().parents[1]
 MIRROR_SIZES = dict(n_train=800, n_validation=100, n_test=101)
 # The recipe's rows alone: none of 01's additions to the training split.
 NO_ADDITIONS = dict.fromkeys(
-    ("spelling_variants", "identity_examples", "identity_attacks", "context_examples"), 0
+    (
+        "spelling_variants",
+        "identity_examples",
+        "identity_attacks",
+        "context_examples",
+        "abuse_examples",
+    ),
+    0,
 )
 
 

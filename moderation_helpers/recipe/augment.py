@@ -3,15 +3,19 @@
 Each addition teaches the model one thing the mirror's comments do not (see its module):
 respelled copies of toxic comments (:mod:`~moderation_helpers.recipe.spelling_variants`),
 benign sentences that mention identities and clear attacks on groups
-(:mod:`~moderation_helpers.recipe.identity_examples`), and benign sentences that negate, report
-or reject a strong word (:mod:`~moderation_helpers.recipe.context_examples`). Only the training
-split grows: validation and test stay real comments, so 04's figures measure real text.
+(:mod:`~moderation_helpers.recipe.identity_examples`), benign sentences that negate, report
+or reject a strong word (:mod:`~moderation_helpers.recipe.context_examples`), and plain insults
+and threats beside the same sentences made kind (:mod:`~moderation_helpers.recipe.abuse_examples`).
+Only
+the training split grows: validation and test stay real comments, so 04's figures measure real
+text.
 """
 
 from __future__ import annotations
 
 import pandas as pd
 
+from moderation_helpers.recipe.abuse_examples import abuse_examples
 from moderation_helpers.recipe.context_examples import context_examples
 from moderation_helpers.recipe.identity_examples import (
     identity_attacks,
@@ -29,10 +33,12 @@ def augment_training(
     identity: int = 0,
     attacks: int = 0,
     context: int = 0,
+    abuse: int = 0,
     seed: int = 0,
 ) -> tuple[pd.Series, pd.DataFrame, dict[str, pd.DataFrame]]:
     """``texts`` and ``flags`` (the training split) with the additions appended, and each
-    addition by kind (``respelled``, ``identity``, ``attack``, ``context``; ``text`` + flags).
+    addition by kind (``respelled``, ``identity``, ``attack``, ``context``, ``abuse``; ``text``
+    + flags).
 
     The respelled copies are made first, from the split's own comments only. Each count is the
     rows wanted of that kind (0: none); the same ``seed`` gives byte-identical rows.
@@ -43,6 +49,7 @@ def augment_training(
         "identity": identity_examples(identity, seed=seed, labels=labels),
         "attack": identity_attacks(attacks, seed=seed, labels=labels),
         "context": context_examples(context, seed=seed, labels=labels),
+        "abuse": abuse_examples(abuse, seed=seed, labels=labels),
     }
     added = {kind: extra for kind, extra in added.items() if len(extra)}
     for kind, extra in added.items():
