@@ -51,9 +51,8 @@ from moderation_helpers.model.explain_weights import (
 
 Explanation = dict[str, list[Span]]
 
-# Tuned on one half of the SemEval trial set (benchmarks/bench_explain.py), with the default
-# run's model (01's additions, lr 1e-4): span F1 0.58 there, 0.55 on the other half
-# (docs/benchmarks.md).
+# Tuned on one half of the SemEval trial set (benchmarks/bench_explain.py) with an earlier
+# default model; with the current one, span F1 0.59 on both halves (docs/benchmarks.md).
 DEFAULT_KEEP = 0.8
 DEFAULT_ALONE_WEIGHT = 4.0
 DEFAULT_OWN_SHARE = 0.25  # the explained label's own weight; the rest: its target's labels
