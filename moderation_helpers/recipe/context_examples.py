@@ -24,8 +24,19 @@ from moderation_helpers.recipe.identity_examples import TERMS, draw_examples
 # templates fill. Kept short on purpose: the point is the sentence around the word.
 INSULTS: tuple[str, ...] = ("idiot", "moron", "loser", "fool", "clown", "jerk", "creep", "liar")
 GROUP_SLURS: tuple[str, ...] = ("vermin", "animals", "parasites", "criminals", "savages", "scum")
+THREATS: tuple[str, ...] = (
+    "I'll kill you",
+    "you're dead",
+    "I will hurt you",
+    "I'll break your legs",
+    "I'll burn your house down",
+    "I'll shoot you",
+    "I'll stab you",
+    "you won't see tomorrow",
+)
 
-# {an_insult} takes the article; {insult} and {slur} do not; {people} is a group from TERMS.
+# {an_insult} takes the article; {insult}, {slur} and {threat} do not; {people} is a group from
+# TERMS.
 NEGATED_TEMPLATES: tuple[str, ...] = (
     "Nobody in this thread called you {an_insult}, so there's no need to get defensive.",
     "I never said you were {an_insult}; I said the numbers in your post are out of date.",
@@ -45,6 +56,14 @@ REPORTED_TEMPLATES: tuple[str, ...] = (
     "A caller to the radio show used the word '{insult}' and the host cut him off.",
     "The investigation found messages calling {people} '{slur}' in the group chat.",
     "Her memoir describes a boss who called her {an_insult} in every staff meeting.",
+    "The transcript shows the caller saying '{threat}' before he hung up.",
+    "Her restraining order lists a voicemail in which he said '{threat}'.",
+    "The sergeant read the message aloud in court: '{threat}'.",
+    "Security footage captured a man yelling '{threat}' at the bus driver.",
+    "Our union newsletter reported that a shift lead called new hires {insult}s for a week.",
+    "The umpire's report notes that a parent shouted '{insult}' from the bleachers.",
+    "In the comic, the robot keeps calling its owner {an_insult}, which is the running joke.",
+    "The HR investigation confirmed the email called the intern {an_insult}.",
 )
 COUNTER_TEMPLATES: tuple[str, ...] = (
     "Calling {people} '{slur}' is bigotry, and this paper should not print it.",
@@ -75,8 +94,9 @@ def context_pool(templates: dict[str, Sequence[str]] = TEMPLATES) -> pd.DataFram
     for kind, kind_templates in templates.items():
         for template in kind_templates:
             for term, people, _group in TERMS:
-                for insult, slur in zip(INSULTS, GROUP_SLURS * 2, strict=False):
+                for insult, slur, threat in zip(INSULTS, GROUP_SLURS * 2, THREATS, strict=False):
                     text = template.format(
+                        threat=threat,
                         term=term,
                         people=people,
                         insult=insult,
