@@ -224,7 +224,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--encoders", default=",".join(installed), help="comma-separated")
     parser.add_argument("--identity-examples", type=int, default=150)
     parser.add_argument("--identity-attacks", type=int, default=80)
-    parser.add_argument("--context-examples", type=int, default=160)
+    parser.add_argument("--context-examples", type=int, default=120)
     parser.add_argument("--abuse-examples", type=int, default=160)
     parser.add_argument("--spelling-variants", type=int, default=100)
     parser.add_argument("--base-rate", type=float, default=0.08, help="04's, for the suite")

@@ -42,7 +42,7 @@ def prepare_steps(
     spelling_variants: int = 100,
     identity_examples: int = 150,
     identity_attacks: int = 80,
-    context_examples: int = 160,
+    context_examples: int = 120,
     abuse_examples: int = 160,
 ) -> dict[str, Any]:
     """Run 01_prepare's calls with the notebook's parameters; return ``prepare_summary.json``."""
