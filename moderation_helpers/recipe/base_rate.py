@@ -18,10 +18,10 @@ to lie decides the threshold: with none scored between 0.17 and 0.96, every thre
 gap has the same false positives, and the raw peak sits just under the lowest positive. So the
 peak is taken on a **smoothed** curve (:func:`smoothed_f1_curve`): each class's scores are
 spread by a Gaussian kernel on the logit scale (Silverman's bandwidth), which reads the gap as
-"negatives thin out", not "no negative until 0.96". By cross-validation on the mirror (5
-recipes' fold scores, 100-row tuning draws, F1 at 8% measured on the fold's other rows;
-docs/benchmarks.md) it lifted that F1 from 0.704 to 0.727 and cut the threshold's spread from
-0.137 to 0.056 (sd). ``smooth=False`` gives the raw reweighted peak.
+"negatives thin out", not "no negative until 0.96". By cross-validation on the mirror (9 fold
+models of 3 recipes, 100-row tuning draws, F1 at 8% measured on the fold's other rows;
+``benchmarks/bench_thresholds.py``) it lifted that F1 from 0.704 to 0.727 and cut the
+threshold's spread from 0.137 to 0.056 (sd). ``smooth=False`` gives the raw reweighted peak.
 
 Frames are the two-level ``(target, label)`` score and truth frames of
 :mod:`moderation_helpers.recipe.evaluate`; the result is indexed like its
