@@ -283,6 +283,30 @@ def test_an_error_output_is_never_published(tmp_path):
         lp.page_notebook(nb, Sanitizer(tmp_path))
 
 
+def test_prints_flushed_in_several_messages_render_as_one_block(tmp_path):
+    """A kernel may flush a cell's prints as one stream message or several (seen in CI: the
+    same lesson rendered two ways); split around a progress bar too, the page is the same."""
+    lines = "train: 150 identity rows added\ntrain: 80 attack rows added\n"
+
+    def page(*outputs):
+        cell = nbformat.v4.new_code_cell("add()", outputs=list(outputs))
+        nb = nbformat.v4.new_notebook(cells=[cell])
+        out = tmp_path / f"page-{len(outputs)}"
+        out.mkdir()
+        return lp.render_page(lp.page_notebook(nb, Sanitizer(tmp_path)), "x", out)[0].read_text()
+
+    def stream(text, name="stdout"):
+        return nbformat.v4.new_output("stream", name=name, text=text)
+
+    whole = page(stream(lines))
+    first, second = lines.splitlines(keepends=True)
+    assert page(stream(first), stream(second)) == whole
+    assert (
+        page(stream(first), stream("50%|#####     | 1/2 [00:01<00:01]\r", "stderr"), stream(second))
+        == whole
+    )
+
+
 @pytest.mark.slow
 @pytest.mark.needs_data
 def test_an_executed_lesson_renders_to_the_same_bytes_twice(civil_comments_dir, tmp_path):

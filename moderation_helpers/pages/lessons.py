@@ -23,6 +23,7 @@ from typing import Any
 
 import nbformat
 from nbconvert import MarkdownExporter
+from nbconvert.preprocessors import CoalesceStreamsPreprocessor
 
 from moderation_helpers.pages.plots.evaluation import (
     LABEL_METRICS_PNG,
@@ -56,6 +57,11 @@ def page_notebook(nb: nbformat.NotebookNode, clean: Sanitizer) -> nbformat.Noteb
     """
     nb = nbformat.from_dict(nb)
     nb.metadata = nbformat.from_dict({k: v for k, v in nb.metadata.items() if k != "widgets"})
+    # A kernel flushes one cell's prints as one stream message or several, as timing has it;
+    # merged (before cleaning, so no path is split, and after, across a dropped progress bar),
+    # the same run renders to the same bytes.
+    coalesce = CoalesceStreamsPreprocessor()
+    nb, _ = coalesce.preprocess(nb, {})
     cells = []
     for cell in nb.cells:
         if cell.cell_type == "code" and "injected-parameters" in cell.metadata.get("tags", []):
@@ -68,6 +74,7 @@ def page_notebook(nb: nbformat.NotebookNode, clean: Sanitizer) -> nbformat.Noteb
             cell.outputs = [o for o in (clean_output(o, clean) for o in cell.outputs) if o]
         cells.append(cell)
     nb.cells = cells
+    nb, _ = coalesce.preprocess(nb, {})
     return nb
 
 
