@@ -23,7 +23,7 @@ import pandas as pd
 
 from moderation_helpers.core.flags import SAFE_LABEL
 from moderation_helpers.recipe.context_examples import INSULTS as CONTEXT_INSULTS
-from moderation_helpers.recipe.identity_examples import draw_examples
+from moderation_helpers.recipe.identity_examples import draw_examples, with_article
 
 
 @dataclass(frozen=True)
@@ -104,10 +104,6 @@ THREAT = Kind(
 KINDS = {"insult": INSULT, "threat": THREAT}
 
 
-def _article(word: str) -> str:
-    return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"
-
-
 def abuse_pool(kind: Kind, abusive: bool = True) -> pd.DataFrame:
     """Every template of ``kind`` filled with every abusive (or kind) word, an adjective in
     turn: columns ``text`` and ``template``, duplicates dropped."""
@@ -119,9 +115,9 @@ def abuse_pool(kind: Kind, abusive: bool = True) -> pd.DataFrame:
             adjective = adjectives[i % len(adjectives)]
             text = template.format(
                 word=word,
-                a_word=_article(word),
+                a_word=with_article(word),
                 adjective=adjective,
-                a_adjective=_article(adjective),
+                a_adjective=with_article(adjective),
             )
             rows.append((text[:1].upper() + text[1:], template))
     pool = pd.DataFrame(rows, columns=["text", "template"])
@@ -135,13 +131,11 @@ def abuse_examples(
     those of its kind's labels that ``labels`` has), half the same templates made kind, with no
     flag (``text`` + one bool column per label, as ``identity_examples`` makes them). The same
     ``seed`` gives the same rows; ValueError when ``n`` exceeds a pool."""
-    abusive = n - n // 2
     frames = []
-    for k, kind in enumerate(KINDS.values()):
-        count = abusive // len(KINDS) + (k < abusive % len(KINDS))
-        frames.append(draw_examples(abuse_pool(kind), count, seed, labels, safe_label, kind.labels))
-    for k, kind in enumerate(KINDS.values()):
-        count = n // 2 // len(KINDS) + (k < n // 2 % len(KINDS))
-        pool = abuse_pool(kind, abusive=False)
-        frames.append(draw_examples(pool, count, seed, labels, safe_label, flagged=()))
+    for abusive, total in ((True, n - n // 2), (False, n // 2)):
+        for k, kind in enumerate(KINDS.values()):
+            count = total // len(KINDS) + (k < total % len(KINDS))  # the first take the rest
+            flagged = kind.labels if abusive else ()
+            pool = abuse_pool(kind, abusive)
+            frames.append(draw_examples(pool, count, seed, labels, safe_label, flagged))
     return pd.concat(frames, ignore_index=True)

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from moderation_helpers.core.flags import SAFE_LABEL
-from moderation_helpers.recipe.identity_examples import TERMS, draw_examples
+from moderation_helpers.recipe.identity_examples import TERMS, draw_examples, with_article
 
 # Words a comment might aim at a person, and names hate gives a group: the slots the
 # templates fill. Kept short on purpose: the point is the sentence around the word.
@@ -82,10 +82,6 @@ TEMPLATES = {
 }
 
 
-def _article(word: str) -> str:
-    return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"
-
-
 def context_pool(templates: dict[str, Sequence[str]] = TEMPLATES) -> pd.DataFrame:
     """Every template filled with every insult or slur and identity term it names: columns
     ``text``, ``template_kind`` and ``template``, duplicates dropped (a template without a slot
@@ -100,7 +96,7 @@ def context_pool(templates: dict[str, Sequence[str]] = TEMPLATES) -> pd.DataFram
                         term=term,
                         people=people,
                         insult=insult,
-                        an_insult=_article(insult),
+                        an_insult=with_article(insult),
                         slur=slur,
                     )
                     rows.append((text[:1].upper() + text[1:], kind, template))

@@ -131,8 +131,9 @@ ATTACK_LABELS = ("toxicity", "insult", "identity_attack")
 TEMPLATES = {"neutral": NEUTRAL_TEMPLATES, "positive": POSITIVE_TEMPLATES}
 
 
-def _indefinite(term: str) -> str:
-    return f"{'an' if term[:1].lower() in 'aeiou' else 'a'} {term}"
+def with_article(word: str) -> str:
+    """``word`` with its indefinite article, as the templates' ``{a_...}`` slots take it."""
+    return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"
 
 
 def example_pool(templates: dict[str, Sequence[str]] = TEMPLATES) -> pd.DataFrame:
@@ -143,7 +144,7 @@ def example_pool(templates: dict[str, Sequence[str]] = TEMPLATES) -> pd.DataFram
     for kind, kind_templates in templates.items():
         for template in kind_templates:
             for term, people, group in TERMS:
-                text = template.format(term=term, a_term=_indefinite(term), people=people)
+                text = template.format(term=term, a_term=with_article(term), people=people)
                 rows.append((text[:1].upper() + text[1:], term, group, kind))
     return pd.DataFrame(rows, columns=["text", "term", "group", "template_kind"])
 
