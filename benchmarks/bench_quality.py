@@ -40,7 +40,6 @@ def prepared_rows(source: Path, args: argparse.Namespace) -> tuple[list[dict], l
     01 adds to training (identity, attack, context and abuse sentences)."""
     import pandas as pd
 
-    from moderation_helpers.recipe import identity_examples as ie
     from moderation_helpers.recipe import prepare
     from moderation_helpers.recipe import source as sources
 
@@ -55,22 +54,18 @@ def prepared_rows(source: Path, args: argparse.Namespace) -> tuple[list[dict], l
     texts = pd.concat([raw[s]["text"].set_axis(raw[s].index.map(f"{s}-{{}}".format)) for s in kept])
     flags_all = pd.concat([kept[s].set_axis(kept[s].index.map(f"{s}-{{}}".format)) for s in kept])
     rows = prepare.to_records(texts, flags_all).to_dict("records")
-    columns = list(flags_all.columns)
-    from moderation_helpers.recipe import abuse_examples as ab
-    from moderation_helpers.recipe import context_examples as ce
+    from moderation_helpers.recipe.augment import template_additions
 
-    extra = [
-        make(n, seed=args.seed, labels=columns)
-        for n, make in (
-            (args.identity_examples, ie.identity_examples),
-            (args.identity_attacks, ie.identity_attacks),
-            (args.context_examples, ce.context_examples),
-            (args.abuse_examples, ab.abuse_examples),
-        )
-        if n
-    ]
+    extra = template_additions(
+        list(flags_all.columns),
+        identity=args.identity_examples,
+        attacks=args.identity_attacks,
+        context=args.context_examples,
+        abuse=args.abuse_examples,
+        seed=args.seed,
+    )
     augment = []
-    for frame in extra:
+    for frame in extra.values():
         augment += prepare.to_records(frame["text"], frame.drop(columns="text")).to_dict("records")
     return rows, augment
 

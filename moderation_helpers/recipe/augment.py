@@ -25,6 +25,26 @@ from moderation_helpers.recipe.identity_examples import (
 from moderation_helpers.recipe.spelling_variants import spelling_variants
 
 
+def template_additions(
+    labels: list[str],
+    *,
+    identity: int = 0,
+    attacks: int = 0,
+    context: int = 0,
+    abuse: int = 0,
+    seed: int = 0,
+) -> dict[str, pd.DataFrame]:
+    """The additions written from templates, which need no comment of the split: by kind
+    (``identity``, ``attack``, ``context``, ``abuse``), ``text`` + one column per label. Each
+    count is the rows wanted of that kind (0: none); the same ``seed`` gives the same rows."""
+    return {
+        "identity": identity_examples(identity, seed=seed, labels=labels),
+        "attack": identity_attacks(attacks, seed=seed, labels=labels),
+        "context": context_examples(context, seed=seed, labels=labels),
+        "abuse": abuse_examples(abuse, seed=seed, labels=labels),
+    }
+
+
 def augment_training(
     texts: pd.Series,
     flags: pd.DataFrame,
@@ -46,10 +66,9 @@ def augment_training(
     labels = list(flags.columns)
     added = {
         "respelled": spelling_variants(texts, flags, spelling, seed=seed),
-        "identity": identity_examples(identity, seed=seed, labels=labels),
-        "attack": identity_attacks(attacks, seed=seed, labels=labels),
-        "context": context_examples(context, seed=seed, labels=labels),
-        "abuse": abuse_examples(abuse, seed=seed, labels=labels),
+        **template_additions(
+            labels, identity=identity, attacks=attacks, context=context, abuse=abuse, seed=seed
+        ),
     }
     added = {kind: extra for kind, extra in added.items() if len(extra)}
     for kind, extra in added.items():
