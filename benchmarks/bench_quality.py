@@ -7,9 +7,9 @@
 Prepares the mirror as the default pipeline does (notebooks/01_prepare.ipynb: every split,
 ``max_label_fraction=1.0``, ``zero_flags_fraction=0.4``, rare labels dropped), pools the splits'
 rows and cross-validates the project's classifier (``recipe.cv``) on them, for each base encoder,
-with 01's additions to the training split (``recipe.augment``; defaults as the notebook's): the
-template sentences (``--identity-examples``, ``--identity-attacks``, ``--context-examples``,
-``--abuse-examples``)
+with 02's steps (``--steps``) and 01's additions to the training split (``recipe.augment``;
+defaults as the notebooks'): the template sentences (``--identity-examples``,
+``--identity-attacks``, ``--context-examples``, ``--abuse-examples``, ``--opinion-examples``)
 join every training fold and are never scored; the respelled copies (``--spelling-variants``)
 are made from each fold's own training rows. Prints per-label ROC-AUC and AP as mean ± sd over
 the folds run, the training steps' seconds, the behavioural suite (``recipe.behaviour``) per
@@ -37,7 +37,7 @@ DEFAULT_SOURCE = REPO.parent / "shared" / "data" / "civil_comments"
 
 def prepared_rows(source: Path, args: argparse.Namespace) -> tuple[list[dict], list[dict]]:
     """The mirror's rows prepared as 01_prepare does (all splits pooled) and the template rows
-    01 adds to training (identity, attack, context and abuse sentences)."""
+    01 adds to training (identity, attack, context, abuse and opinion sentences)."""
     import pandas as pd
 
     from moderation_helpers.recipe import prepare
@@ -62,6 +62,7 @@ def prepared_rows(source: Path, args: argparse.Namespace) -> tuple[list[dict], l
         attacks=args.identity_attacks,
         context=args.context_examples,
         abuse=args.abuse_examples,
+        opinion=args.opinion_examples,
         seed=args.seed,
     )
     augment = []
@@ -214,13 +215,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--max-folds", type=int, help="run only the first N folds (time)")
-    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--steps", type=int, default=300, help="02_train's")
     parser.add_argument("--learning-rate", type=float, default=1e-4, help="the notebook's")
     parser.add_argument("--encoders", default=",".join(installed), help="comma-separated")
     parser.add_argument("--identity-examples", type=int, default=150)
-    parser.add_argument("--identity-attacks", type=int, default=80)
+    parser.add_argument("--identity-attacks", type=int, default=110)
     parser.add_argument("--context-examples", type=int, default=120)
     parser.add_argument("--abuse-examples", type=int, default=160)
+    parser.add_argument("--opinion-examples", type=int, default=120)
     parser.add_argument("--spelling-variants", type=int, default=100)
     parser.add_argument("--base-rate", type=float, default=0.08, help="04's, for the suite")
     parser.add_argument("--no-suite", action="store_true", help="skip the behavioural suite")

@@ -41,9 +41,10 @@ def prepare_steps(
     dataset_format: str = "text",
     spelling_variants: int = 100,
     identity_examples: int = 150,
-    identity_attacks: int = 80,
+    identity_attacks: int = 110,
     context_examples: int = 120,
     abuse_examples: int = 160,
+    opinion_examples: int = 120,
 ) -> dict[str, Any]:
     """Run 01_prepare's calls with the notebook's parameters; return ``prepare_summary.json``."""
     parameters = {k: v for k, v in locals().items() if k not in ("data_source", "run_dir")}
@@ -69,6 +70,7 @@ def prepare_steps(
         attacks=identity_attacks,
         context=context_examples,
         abuse=abuse_examples,
+        opinion=opinion_examples,
         seed=seed,
     )
     plot_distribution(kept, path=run_path / DISTRIBUTION_PNG)

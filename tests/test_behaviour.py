@@ -20,6 +20,7 @@ BENIGN = {
     "quoted_toxicity",
     "counter_speech",
     "neutral",
+    "civil_opinion",
     "identity_neutral",
     "identity_positive",
 }

@@ -26,6 +26,7 @@ NO_ADDITIONS = dict.fromkeys(
         "identity_attacks",
         "context_examples",
         "abuse_examples",
+        "opinion_examples",
     ),
     0,
 )

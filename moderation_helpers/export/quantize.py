@@ -1,7 +1,7 @@
 """The int8 variant of an exported model: onnxruntime dynamic quantization, per output channel.
 
 What to quantize was measured on the mirror's test split (100 texts, 6 flag labels) with the
-cookbook's default 200-step model, macro ROC-AUC against the fp32 graph (0.9631):
+cookbook's 200-step model of the time, macro ROC-AUC against the fp32 graph (0.9631):
 
 =====================================================  =================  ================
 quantized weights                                       per-tensor scale   per-channel scale

@@ -4,9 +4,9 @@ Each addition teaches the model one thing the mirror's comments do not (see its 
 respelled copies of toxic comments (:mod:`~moderation_helpers.recipe.spelling_variants`),
 benign sentences that mention identities and clear attacks on groups
 (:mod:`~moderation_helpers.recipe.identity_examples`), benign sentences that negate, report
-or reject a strong word (:mod:`~moderation_helpers.recipe.context_examples`), and plain insults
-and threats beside the same sentences made kind (:mod:`~moderation_helpers.recipe.abuse_examples`).
-Only
+or reject a strong word (:mod:`~moderation_helpers.recipe.context_examples`), plain insults
+and threats beside the same sentences made kind (:mod:`~moderation_helpers.recipe.abuse_examples`),
+and civil opinions on charged topics (:mod:`~moderation_helpers.recipe.opinion_examples`). Only
 the training split grows: validation and test stay real comments, so 04's figures measure real
 text.
 """
@@ -22,6 +22,7 @@ from moderation_helpers.recipe.identity_examples import (
     identity_examples,
     with_examples,
 )
+from moderation_helpers.recipe.opinion_examples import opinion_examples
 from moderation_helpers.recipe.spelling_variants import spelling_variants
 
 
@@ -32,16 +33,19 @@ def template_additions(
     attacks: int = 0,
     context: int = 0,
     abuse: int = 0,
+    opinion: int = 0,
     seed: int = 0,
 ) -> dict[str, pd.DataFrame]:
     """The additions written from templates, which need no comment of the split: by kind
-    (``identity``, ``attack``, ``context``, ``abuse``), ``text`` + one column per label. Each
+    (``identity``, ``attack``, ``context``, ``abuse``, ``opinion``), ``text`` + one column per
+    label. Each
     count is the rows wanted of that kind (0: none); the same ``seed`` gives the same rows."""
     return {
         "identity": identity_examples(identity, seed=seed, labels=labels),
         "attack": identity_attacks(attacks, seed=seed, labels=labels),
         "context": context_examples(context, seed=seed, labels=labels),
         "abuse": abuse_examples(abuse, seed=seed, labels=labels),
+        "opinion": opinion_examples(opinion, seed=seed, labels=labels),
     }
 
 
@@ -54,11 +58,12 @@ def augment_training(
     attacks: int = 0,
     context: int = 0,
     abuse: int = 0,
+    opinion: int = 0,
     seed: int = 0,
 ) -> tuple[pd.Series, pd.DataFrame, dict[str, pd.DataFrame]]:
     """``texts`` and ``flags`` (the training split) with the additions appended, and each
-    addition by kind (``respelled``, ``identity``, ``attack``, ``context``, ``abuse``; ``text``
-    + flags).
+    addition by kind (``respelled``, ``identity``, ``attack``, ``context``, ``abuse``,
+    ``opinion``; ``text`` + flags).
 
     The respelled copies are made first, from the split's own comments only. Each count is the
     rows wanted of that kind (0: none); the same ``seed`` gives byte-identical rows.
@@ -67,7 +72,13 @@ def augment_training(
     added = {
         "respelled": spelling_variants(texts, flags, spelling, seed=seed),
         **template_additions(
-            labels, identity=identity, attacks=attacks, context=context, abuse=abuse, seed=seed
+            labels,
+            identity=identity,
+            attacks=attacks,
+            context=context,
+            abuse=abuse,
+            opinion=opinion,
+            seed=seed,
         ),
     }
     added = {kind: extra for kind, extra in added.items() if len(extra)}

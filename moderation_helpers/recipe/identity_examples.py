@@ -75,6 +75,16 @@ NEUTRAL_TEMPLATES: tuple[str, ...] = (
     "Our book club has three {term} members this year.",
     "I'm {term}, and I drive a delivery truck for a living.",
     "The city is translating its forms for {term} residents who asked for them.",
+    # short statements, in the frame the attacks use ("{people} are ..."): without them a short
+    # sentence that names a group reads as an attack
+    "{people} are part of this community.",
+    "{people} are our coworkers, friends and family.",
+    "{people} work in every kind of job.",
+    "{people} come from all walks of life.",
+    "We are {term} and we live downtown.",
+    "My partner is {term}.",
+    "I'm {a_term} parent of two.",
+    "My family is {term}.",
 )
 
 POSITIVE_TEMPLATES: tuple[str, ...] = (
@@ -125,6 +135,14 @@ ATTACK_TEMPLATES: tuple[str, ...] = (
     "Fuck all {people}, every single one of them.",
     "Those {people} are not welcome here and never will be.",
     "I'd never let {a_term} near my family, they're dangerous.",
+    # dehumanizing comparisons and exclusion said without a strong word: hate a team must catch
+    # even when no insult carries it
+    "{people} are no better than cockroaches.",
+    "{people} multiply like pigs and take over every block.",
+    "{people} are leeches living off the rest of us.",
+    "{people} have no place in public office.",
+    "{people} should be kept out of our schools and hospitals.",
+    "{people} are a lower form of life.",
 )
 ATTACK_LABELS = ("toxicity", "insult", "identity_attack")
 
