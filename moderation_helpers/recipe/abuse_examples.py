@@ -23,7 +23,7 @@ import pandas as pd
 
 from moderation_helpers.core.flags import SAFE_LABEL
 from moderation_helpers.recipe.context_examples import INSULTS as CONTEXT_INSULTS
-from moderation_helpers.recipe.identity_examples import draw_examples, with_article
+from moderation_helpers.recipe.identity_examples import draw_examples, sentence_pool, with_article
 
 
 @dataclass(frozen=True)
@@ -119,9 +119,8 @@ def abuse_pool(kind: Kind, abusive: bool = True) -> pd.DataFrame:
                 adjective=adjective,
                 a_adjective=with_article(adjective),
             )
-            rows.append((text[:1].upper() + text[1:], template))
-    pool = pd.DataFrame(rows, columns=["text", "template"])
-    return pool.drop_duplicates("text", ignore_index=True)
+            rows.append((text, template))
+    return sentence_pool(rows, ["text", "template"])
 
 
 def abuse_examples(

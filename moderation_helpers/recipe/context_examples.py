@@ -18,7 +18,12 @@ from collections.abc import Sequence
 import pandas as pd
 
 from moderation_helpers.core.flags import SAFE_LABEL
-from moderation_helpers.recipe.identity_examples import TERMS, draw_examples, with_article
+from moderation_helpers.recipe.identity_examples import (
+    TERMS,
+    draw_examples,
+    sentence_pool,
+    with_article,
+)
 
 # Words a comment might aim at a person, and names hate gives a group: the slots the
 # templates fill. Kept short on purpose: the point is the sentence around the word.
@@ -99,9 +104,8 @@ def context_pool(templates: dict[str, Sequence[str]] = TEMPLATES) -> pd.DataFram
                         an_insult=with_article(insult),
                         slur=slur,
                     )
-                    rows.append((text[:1].upper() + text[1:], kind, template))
-    pool = pd.DataFrame(rows, columns=["text", "template_kind", "template"])
-    return pool.drop_duplicates("text", ignore_index=True)
+                    rows.append((text, kind, template))
+    return sentence_pool(rows, ["text", "template_kind", "template"])
 
 
 def context_examples(

@@ -154,6 +154,14 @@ def with_article(word: str) -> str:
     return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"
 
 
+def sentence_pool(rows: Sequence[tuple[str, ...]], columns: Sequence[str]) -> pd.DataFrame:
+    """Filled templates as a frame: each row's first field is its sentence, started with a
+    capital; ``columns`` names the fields (the first ``text``); repeated sentences dropped."""
+    frame = pd.DataFrame(rows, columns=list(columns))
+    frame["text"] = frame["text"].str[:1].str.upper() + frame["text"].str[1:]
+    return frame.drop_duplicates("text", ignore_index=True)
+
+
 def example_pool(templates: dict[str, Sequence[str]] = TEMPLATES) -> pd.DataFrame:
     """Every template filled with every term: columns ``text``, ``term``, ``group``,
     ``template_kind``; the pool :func:`identity_examples` draws from (the benign templates by
@@ -163,8 +171,8 @@ def example_pool(templates: dict[str, Sequence[str]] = TEMPLATES) -> pd.DataFram
         for template in kind_templates:
             for term, people, group in TERMS:
                 text = template.format(term=term, a_term=with_article(term), people=people)
-                rows.append((text[:1].upper() + text[1:], term, group, kind))
-    return pd.DataFrame(rows, columns=["text", "term", "group", "template_kind"])
+                rows.append((text, term, group, kind))
+    return sentence_pool(rows, ["text", "term", "group", "template_kind"])
 
 
 def identity_examples(

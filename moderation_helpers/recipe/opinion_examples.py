@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from moderation_helpers.core.flags import SAFE_LABEL
-from moderation_helpers.recipe.identity_examples import draw_examples
+from moderation_helpers.recipe.identity_examples import draw_examples, sentence_pool
 
 # Public figures and offices a comment section argues about, and the sides it argues between.
 FIGURES: tuple[str, ...] = (
@@ -105,9 +105,8 @@ def opinion_pool(templates: Sequence[str] = TEMPLATES) -> pd.DataFrame:
             for j, figure in enumerate(FIGURES):
                 side = SIDES[(i + j) % len(SIDES)]
                 text = template.format(figure=figure, side=side, issue=issue)
-                rows.append((text[:1].upper() + text[1:], template))
-    pool = pd.DataFrame(rows, columns=["text", "template"])
-    return pool.drop_duplicates("text", ignore_index=True)
+                rows.append((text, template))
+    return sentence_pool(rows, ["text", "template"])
 
 
 def opinion_examples(
