@@ -38,8 +38,8 @@ def template_additions(
 ) -> dict[str, pd.DataFrame]:
     """The additions written from templates, which need no comment of the split: by kind
     (``identity``, ``attack``, ``context``, ``abuse``, ``opinion``), ``text`` + one column per
-    label. Each
-    count is the rows wanted of that kind (0: none); the same ``seed`` gives the same rows."""
+    label. Each count is the rows wanted of that kind (0: none); the same ``seed`` gives the
+    same rows."""
     return {
         "identity": identity_examples(identity, seed=seed, labels=labels),
         "attack": identity_attacks(attacks, seed=seed, labels=labels),
@@ -54,32 +54,21 @@ def augment_training(
     flags: pd.DataFrame,
     *,
     spelling: int = 0,
-    identity: int = 0,
-    attacks: int = 0,
-    context: int = 0,
-    abuse: int = 0,
-    opinion: int = 0,
     seed: int = 0,
+    **counts: int,
 ) -> tuple[pd.Series, pd.DataFrame, dict[str, pd.DataFrame]]:
     """``texts`` and ``flags`` (the training split) with the additions appended, and each
-    addition by kind (``respelled``, ``identity``, ``attack``, ``context``, ``abuse``,
-    ``opinion``; ``text`` + flags).
+    addition by kind (``respelled``, then :func:`template_additions`' kinds; ``text`` + flags).
 
-    The respelled copies are made first, from the split's own comments only. Each count is the
-    rows wanted of that kind (0: none); the same ``seed`` gives byte-identical rows.
+    ``spelling``: the respelled copies, made first and from the split's own comments only;
+    ``counts``: the template additions' counts, named as :func:`template_additions` names them
+    (``identity``, ``attacks``, ``context``, ``abuse``, ``opinion``). Each count is the rows
+    wanted of that kind (0: none); the same ``seed`` gives byte-identical rows.
     """
     labels = list(flags.columns)
     added = {
         "respelled": spelling_variants(texts, flags, spelling, seed=seed),
-        **template_additions(
-            labels,
-            identity=identity,
-            attacks=attacks,
-            context=context,
-            abuse=abuse,
-            opinion=opinion,
-            seed=seed,
-        ),
+        **template_additions(labels, seed=seed, **counts),
     }
     added = {kind: extra for kind, extra in added.items() if len(extra)}
     for kind, extra in added.items():
