@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from moderation_helpers.recipe import behaviour as bh
+from moderation_helpers.recipe.template_slots import fits
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,7 +32,9 @@ def test_cases_cover_each_behaviour_with_the_wanted_answer():
     assert list(cases.columns) == ["behaviour", "text", "toxic"]
     assert set(cases["behaviour"]) == TOXIC | BENIGN
     sizes = cases["behaviour"].value_counts()
-    assert sizes.between(15, 30).all(), sizes
+    # attacks on a group take the most forms (one per group and way of saying it)
+    assert sizes.drop("identity_attack").between(15, 30).all(), sizes
+    assert 30 <= sizes["identity_attack"] <= 60
     answers = cases.groupby("behaviour")["toxic"].agg(["min", "max"])
     assert (answers["min"] == answers["max"]).all()  # one answer per behaviour
     assert set(cases.loc[cases["toxic"], "behaviour"]) == TOXIC
@@ -49,15 +52,21 @@ def test_identity_cases_fill_every_template_with_every_term():
         "gender",
         "sexual_orientation",
         "disability",
+        "national_origin",
     }
     assert {len(t) for t in templates.values()} == {10}
     cases = bh.identity_cases()
     assert {"term", "group", "template_kind", "text"} <= set(cases.columns)
-    assert len(cases) == len(terms) * sum(len(t) for t in templates.values())
+    every = [(t, term) for items in templates.values() for t in items for term in terms["term"]]
+    assert len(cases) == sum(fits(t, term) for t, term in every) > 0.9 * len(every)
     assert not cases["toxic"].any()
     assert not cases["text"].str.contains("[{}]").any()  # every placeholder filled
     assert cases["text"].str[0].str.isupper().all()
     assert "I am an Asian person." in set(cases["text"])
+    # a noun term is not put where only an adjective reads right
+    assert "Immigrants live in every part of this city." in set(cases["text"])
+    assert not cases["text"].str.contains(r"(?:is|am|be) (?:immigrant|refugee)\b").any()
+    assert "I am an immigrant person." not in set(cases["text"])
     assert "I am a Muslim person." in set(cases["text"])
     assert "Women deserve the same respect as everyone else." in set(cases["text"])
 
@@ -116,7 +125,8 @@ def test_biased_scorer_shows_up_in_the_identity_report():
     assert terms.loc["Muslim", "group"] == "religion"
     n_religion = (bh.identity_terms()["group"] == "religion").sum()
     assert report.loc[("group", "religion"), "fpr"] == pytest.approx(1 / n_religion)
-    assert report.loc[("overall", bh.OVERALL), "fpr"] == pytest.approx(1 / len(terms))
+    share = (cases["term"] == "Muslim").mean()  # noun terms fill fewer templates
+    assert report.loc[("overall", bh.OVERALL), "fpr"] == pytest.approx(share)
     spread = bh.identity_spread(report)
     assert spread.loc["term", "range"] == 1.0 and spread.loc["term", "worst"] == "Muslim"
     fprs = terms["fpr"].to_numpy(float)
@@ -142,7 +152,8 @@ def test_report_markdown_holds_every_section():
         bh.worst_cases(cases, scores, flagged, k=3),
     )
     assert text.startswith("## Behavioural checks")
-    assert "| identity_neutral | False | 20 | 0.00 | 1.00 |" in text
+    n_neutral = (cases["behaviour"] == "identity_neutral").sum()
+    assert f"| identity_neutral | False | {n_neutral} | 0.00 | 1.00 |" in text
     assert "### Identity terms" in text and "| group | disability |" in text
     assert "| term | 0.00 | 1.00 | 1.00 |" in text
     assert "### Worst cases" in text and "false_positive" in text

@@ -8,6 +8,7 @@ import pytest
 from moderation_helpers.recipe import behaviour as bh
 from moderation_helpers.recipe import identity_examples as ie
 from moderation_helpers.recipe.prepare import label_sets
+from moderation_helpers.recipe.template_slots import fits
 
 CIVIL_COMMENTS_LABELS = (
     "toxicity",
@@ -44,7 +45,8 @@ def test_same_seed_same_rows_other_seed_other_rows():
 
 def test_examples_mention_every_group_and_both_kinds():
     pool = ie.example_pool()
-    assert len(pool) == len(ie.TERMS) * (len(ie.NEUTRAL_TEMPLATES) + len(ie.POSITIVE_TEMPLATES))
+    templates = ie.NEUTRAL_TEMPLATES + ie.POSITIVE_TEMPLATES
+    assert len(pool) == sum(fits(t, term) for t in templates for term, _, _ in ie.TERMS)
     assert pool["text"].is_unique
     picked = pool[pool["text"].isin(ie.identity_examples(300, seed=0, labels=LABELS)["text"])]
     assert set(picked["group"]) == set(bh.identity_terms()["group"])
@@ -99,3 +101,17 @@ def test_attacks_are_flagged_with_the_attack_labels_the_model_has_and_stay_out_o
     assert "safe" not in attacks.columns
     suite = set(bh.load_cases()["text"])
     assert not suite & set(ie.example_pool({"attack": ie.ATTACK_TEMPLATES})["text"])
+
+
+def test_noun_terms_only_fill_templates_they_read_right_in():
+    assert fits("My dentist is {term}.", "Muslim")
+    assert not fits("My dentist is {term}.", "immigrant")
+    assert not fits("Being {term} is one part of me.", "refugee")
+    assert not fits("I am {a_term} person.", "migrant")
+    assert fits("The hospital hired {a_term} nurse.", "immigrant")
+    pool = set(ie.example_pool()["text"])
+    assert "I grew up next to an immigrant family who kept chickens." in pool
+    assert "My dentist is Muslim." in pool
+    assert "My dentist is immigrant." not in pool
+    attacks = set(ie.example_pool({"attack": ie.ATTACK_TEMPLATES})["text"])
+    assert "Refugees should lose the right to vote." in attacks

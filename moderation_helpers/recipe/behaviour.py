@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from moderation_helpers.core.flags import reaches
+from moderation_helpers.recipe.template_slots import fits, with_article
 
 CASES_FILE = "behaviour_cases.json"
 OVERALL = "overall"
@@ -55,7 +56,7 @@ def behaviour_descriptions() -> dict[str, str]:
 
 def identity_terms() -> pd.DataFrame:
     """The identity terms of the templates: ``term`` (adjective), ``people`` (plural noun) and
-    ``group`` (religion, ethnicity, gender, sexual_orientation, disability)."""
+    ``group`` (religion, ethnicity, gender, sexual_orientation, disability, national_origin)."""
     return pd.DataFrame(_data()["identity_terms"], columns=["term", "people", "group"])
 
 
@@ -65,20 +66,16 @@ def identity_templates() -> dict[str, list[str]]:
     return {kind: list(items) for kind, items in _data()["identity_templates"].items()}
 
 
-def indefinite(term: str) -> str:
-    """``term`` after its indefinite article: "a Muslim", "an Asian"."""
-    return f"{'an' if term[:1].lower() in 'aeiou' else 'a'} {term}"
-
-
 def fill_template(template: str, term: str, people: str) -> str:
     """One sentence from a template, first letter capitalized (``{people}`` may open it)."""
-    text = template.format(term=term, a_term=indefinite(term), people=people)
+    text = template.format(term=term, a_term=with_article(term), people=people)
     return text[:1].upper() + text[1:]
 
 
 def fill_templates(templates: dict[str, Sequence[str]], terms: pd.DataFrame) -> pd.DataFrame:
-    """Every template filled with every term: columns ``term``, ``group``, ``template_kind``,
-    ``template``, ``text``; ordered by kind, template, then term."""
+    """Every template filled with every term that fits it (:func:`fits`: no "My neighbour is
+    immigrant"): columns ``term``, ``group``, ``template_kind``, ``template``, ``text``; ordered
+    by kind, template, then term."""
     rows = [
         {
             "term": term.term,
@@ -90,6 +87,7 @@ def fill_templates(templates: dict[str, Sequence[str]], terms: pd.DataFrame) -> 
         for kind, items in templates.items()
         for template in items
         for term in terms.itertuples(index=False)
+        if fits(template, term.term)
     ]
     return pd.DataFrame(rows, columns=["term", "group", "template_kind", "template", "text"])
 

@@ -18,12 +18,8 @@ from collections.abc import Sequence
 import pandas as pd
 
 from moderation_helpers.core.flags import SAFE_LABEL
-from moderation_helpers.recipe.identity_examples import (
-    TERMS,
-    draw_examples,
-    sentence_pool,
-    with_article,
-)
+from moderation_helpers.recipe.identity_examples import TERMS, draw_examples, sentence_pool
+from moderation_helpers.recipe.template_slots import fits, with_article
 
 # Words a comment might aim at a person, and names hate gives a group: the slots the
 # templates fill. Kept short on purpose: the point is the sentence around the word.
@@ -49,6 +45,7 @@ NEGATED_TEMPLATES: tuple[str, ...] = (
     "I'm not going to call anyone {an_insult} over a zoning decision.",
     "No one at the meeting said {people} were {slur}, whatever the flyer claims.",
     "I don't believe {people} are {slur}, and I never have.",
+    "I have never hated {people} and I never will.",
     "Nobody is threatening you; we just want the fence moved back to the property line.",
     "Being wrong about the budget doesn't make the treasurer {an_insult}.",
 )
@@ -79,6 +76,11 @@ COUNTER_TEMPLATES: tuple[str, ...] = (
     "It is shameful that {people} in this town still face slurs and harassment.",
     "Please don't call people '{insult}' here; argue with the idea instead.",
     "The sign calling {people} '{slur}' was taken down, and good riddance.",
+    # the same rejection without quotation marks, as people mostly write it
+    "Saying that {people} are {slur} is plain bigotry.",
+    "It's wrong to call {people} {slur}, and it always has been.",
+    "People who hate {people} should be ashamed of themselves.",
+    "Nobody should be hated for being {term}.",
 )
 TEMPLATES = {
     "negated": NEGATED_TEMPLATES,
@@ -95,6 +97,8 @@ def context_pool(templates: dict[str, Sequence[str]] = TEMPLATES) -> pd.DataFram
     for kind, kind_templates in templates.items():
         for template in kind_templates:
             for term, people, _group in TERMS:
+                if not fits(template, term):
+                    continue
                 for insult, slur, threat in zip(INSULTS, GROUP_SLURS * 2, THREATS, strict=False):
                     text = template.format(
                         threat=threat,

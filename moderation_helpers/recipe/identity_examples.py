@@ -21,8 +21,10 @@ import numpy as np
 import pandas as pd
 
 from moderation_helpers.core.flags import SAFE_LABEL
+from moderation_helpers.recipe.template_slots import fits, with_article
 
-# (adjective, plural noun, group); "{a_term}" in a template takes the article too.
+# (term, plural noun, group): the term is an adjective, or one of template_slots.NOUN_TERMS, which
+# fill only the templates they read right in; "{a_term}" in a template takes the article too.
 TERMS: tuple[tuple[str, str, str], ...] = (
     ("Muslim", "Muslims", "religion"),
     ("Jewish", "Jewish people", "religion"),
@@ -52,6 +54,9 @@ TERMS: tuple[tuple[str, str, str], ...] = (
     ("blind", "blind people", "disability"),
     ("disabled", "disabled people", "disability"),
     ("autistic", "autistic people", "disability"),
+    ("immigrant", "immigrants", "national_origin"),
+    ("refugee", "refugees", "national_origin"),
+    ("migrant", "migrants", "national_origin"),
 )
 
 NEUTRAL_TEMPLATES: tuple[str, ...] = (
@@ -85,6 +90,10 @@ NEUTRAL_TEMPLATES: tuple[str, ...] = (
     "My partner is {term}.",
     "I'm {a_term} parent of two.",
     "My family is {term}.",
+    # the rights and places the exclusion attacks deny, affirmed: the attack is what is toxic,
+    # not a sentence about voting, marrying or moving in
+    "{people} can marry, adopt and serve on juries here.",
+    "{people} have the same right to vote as everyone else.",
 )
 
 POSITIVE_TEMPLATES: tuple[str, ...] = (
@@ -108,6 +117,8 @@ POSITIVE_TEMPLATES: tuple[str, ...] = (
     "Three cheers for the {term} nurses who kept our hospital running.",
     "The youth choir, led by {a_term} conductor, sounded fantastic.",
     "Welcoming {people} into our church has made it a warmer place.",
+    "{people} are just as capable as anyone else at work.",
+    "{people} are welcome on this street, and so are their kids.",
 )
 
 # Clear attacks on a group for who they are: the counterweight, so that the model learns that
@@ -143,15 +154,26 @@ ATTACK_TEMPLATES: tuple[str, ...] = (
     "{people} have no place in public office.",
     "{people} should be kept out of our schools and hospitals.",
     "{people} are a lower form of life.",
+    # said plainly with the words the counter-speech templates quote, so that the model learns
+    # the use decides, not the word; and the forms hate takes without any strong word: a place
+    # or a right denied, a veiled threat, a denial of personhood
+    "{people} are nothing but animals.",
+    "{people} are savages, plain and simple.",
+    "{people} are vermin and should be treated like vermin.",
+    "I hate {people}, always have and always will.",
+    "{people} should know their place and stay in it.",
+    "{people} are only useful for cleaning other people's toilets.",
+    "{people} are too stupid to run anything.",
+    "{people} should lose the right to vote.",
+    "Nobody should ever hire {people}.",
+    "{people} around here had better watch their backs.",
+    "Let one more {term} family move onto this street and see what happens.",
+    "{people} aren't real people.",
+    "{people} need to be cured of whatever is wrong with them.",
 )
 ATTACK_LABELS = ("toxicity", "insult", "identity_attack")
 
 TEMPLATES = {"neutral": NEUTRAL_TEMPLATES, "positive": POSITIVE_TEMPLATES}
-
-
-def with_article(word: str) -> str:
-    """``word`` with its indefinite article, as the templates' ``{a_...}`` slots take it."""
-    return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"
 
 
 def sentence_pool(rows: Sequence[tuple[str, ...]], columns: Sequence[str]) -> pd.DataFrame:
@@ -170,6 +192,8 @@ def example_pool(templates: dict[str, Sequence[str]] = TEMPLATES) -> pd.DataFram
     for kind, kind_templates in templates.items():
         for template in kind_templates:
             for term, people, group in TERMS:
+                if not fits(template, term):
+                    continue
                 text = template.format(term=term, a_term=with_article(term), people=people)
                 rows.append((text, term, group, kind))
     return sentence_pool(rows, ["text", "term", "group", "template_kind"])
