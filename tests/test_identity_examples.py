@@ -8,6 +8,7 @@ import pytest
 from moderation_helpers.recipe import behaviour as bh
 from moderation_helpers.recipe import identity_examples as ie
 from moderation_helpers.recipe.prepare import label_sets
+from moderation_helpers.recipe.template_draws import with_examples
 from moderation_helpers.recipe.template_slots import fits
 
 CIVIL_COMMENTS_LABELS = (
@@ -84,23 +85,28 @@ def test_examples_are_appended_to_a_split_and_written_as_safe_lines(tmp_path):
     texts = pd.Series(["you idiot", "nice"], name="text")
     flags = pd.DataFrame({"toxicity": [True, False], "insult": [True, False]})
     extra = ie.identity_examples(3, seed=1, labels=["toxicity", "insult", "safe"])
-    all_texts, all_flags = ie.with_examples(texts, flags, extra)
+    all_texts, all_flags = with_examples(texts, flags, extra)
     assert len(all_texts) == len(all_flags) == 5
     assert list(all_texts[:2]) == ["you idiot", "nice"] and list(all_texts[2:]) == list(extra.text)
     write_split_jsonl(all_texts, all_flags, tmp_path / "train.jsonl")
     lines = read_jsonl(tmp_path / "train.jsonl")
     assert [line["labels"]["moderation"] for line in lines[2:]] == [["safe"]] * 3
     with pytest.raises(ValueError, match="flag columns"):
-        ie.with_examples(texts, flags.assign(threat=False), extra)
+        with_examples(texts, flags.assign(threat=False), extra)
 
 
-def test_attacks_are_flagged_with_the_attack_labels_the_model_has_and_stay_out_of_the_suite():
-    attacks = ie.identity_attacks(30, seed=3, labels=["toxicity", "insult", "threat", "safe"])
-    assert len(attacks) == 30 and attacks["text"].is_unique
-    assert attacks[["toxicity", "insult"]].all().all() and not attacks["threat"].any()
-    assert "safe" not in attacks.columns
+def test_attacks_are_flagged_with_their_kinds_labels_the_model_has_and_stay_out_of_the_suite():
+    attacks = ie.identity_attacks(80, seed=3, labels=["toxicity", "insult", "threat", "safe"])
+    assert len(attacks) == 80 and attacks["text"].is_unique
+    assert "safe" not in attacks.columns and attacks["toxicity"].all()
+    kind = attacks["text"].map(
+        ie.example_pool(ie.ATTACK_TEMPLATES).set_index("text")["template_kind"]
+    )
+    assert set(kind) == {"insulting", "threatening", "demeaning"}  # 80 draws reach every kind
+    assert (attacks["threat"] == (kind == "threatening")).all()
+    assert (attacks["insult"] == (kind != "threatening")).all()
     suite = set(bh.load_cases()["text"])
-    assert not suite & set(ie.example_pool({"attack": ie.ATTACK_TEMPLATES})["text"])
+    assert not suite & set(ie.example_pool(ie.ATTACK_TEMPLATES)["text"])
 
 
 def test_noun_terms_only_fill_templates_they_read_right_in():
@@ -113,5 +119,5 @@ def test_noun_terms_only_fill_templates_they_read_right_in():
     assert "I grew up next to an immigrant family who kept chickens." in pool
     assert "My dentist is Muslim." in pool
     assert "My dentist is immigrant." not in pool
-    attacks = set(ie.example_pool({"attack": ie.ATTACK_TEMPLATES})["text"])
+    attacks = set(ie.example_pool(ie.ATTACK_TEMPLATES)["text"])
     assert "Refugees should lose the right to vote." in attacks

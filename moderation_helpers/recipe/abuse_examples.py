@@ -23,7 +23,7 @@ import pandas as pd
 
 from moderation_helpers.core.flags import SAFE_LABEL
 from moderation_helpers.recipe.context_examples import INSULTS as CONTEXT_INSULTS
-from moderation_helpers.recipe.identity_examples import draw_examples, sentence_pool
+from moderation_helpers.recipe.template_draws import draw_examples, sentence_pool
 from moderation_helpers.recipe.template_slots import with_article
 
 

@@ -17,13 +17,10 @@ import pandas as pd
 
 from moderation_helpers.recipe.abuse_examples import abuse_examples
 from moderation_helpers.recipe.context_examples import context_examples
-from moderation_helpers.recipe.identity_examples import (
-    identity_attacks,
-    identity_examples,
-    with_examples,
-)
+from moderation_helpers.recipe.identity_examples import identity_attacks, identity_examples
 from moderation_helpers.recipe.opinion_examples import opinion_examples
 from moderation_helpers.recipe.spelling_variants import spelling_variants
+from moderation_helpers.recipe.template_draws import with_examples
 
 
 def template_additions(

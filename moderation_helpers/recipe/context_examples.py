@@ -18,7 +18,8 @@ from collections.abc import Sequence
 import pandas as pd
 
 from moderation_helpers.core.flags import SAFE_LABEL
-from moderation_helpers.recipe.identity_examples import TERMS, draw_examples, sentence_pool
+from moderation_helpers.recipe.identity_examples import TERMS
+from moderation_helpers.recipe.template_draws import draw_examples, sentence_pool
 from moderation_helpers.recipe.template_slots import fits, with_article
 
 # Words a comment might aim at a person, and names hate gives a group: the slots the

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import pandas as pd
 
 from moderation_helpers.core.flags import SAFE_LABEL
+from moderation_helpers.recipe.template_draws import draw_examples, sentence_pool
 from moderation_helpers.recipe.template_slots import fits, with_article
 
 # (term, plural noun, group): the term is an adjective, or one of template_slots.NOUN_TERMS, which
@@ -122,66 +122,72 @@ POSITIVE_TEMPLATES: tuple[str, ...] = (
 )
 
 # Clear attacks on a group for who they are: the counterweight, so that the model learns that
-# an attack is toxic, not the identity word (flagged with ATTACK_LABELS).
-ATTACK_TEMPLATES: tuple[str, ...] = (
-    "{people} ruin every town they move into, get rid of them.",
-    "Filthy {people} like you should crawl back under your rock.",
-    "I wouldn't trust {a_term} with anything, they're all liars and thieves.",
-    "Keep those worthless {people} away from our kids.",
-    "{people} are nothing but a burden and a disgrace.",
-    "Shut up, you braindead {term} clown.",
-    "No decent person wants {people} around, they are garbage.",
-    "You're {a_term} moron, just like the rest of your kind.",
-    "{people} should be wiped off the face of the earth.",
-    "Somebody ought to burn down every {term} home in this city.",
-    "I can't stand {people}, they make me physically sick.",
-    "{people} are a disease and this country needs a cure.",
-    "Round up the {people} and ship them out before there are more of them.",
-    "I despise {people} and I always will.",
-    "Any {term} who shows up here is going to get hurt.",
-    "{people} are subhuman and deserve nothing.",
-    "Why are {people} always so dirty and dishonest?",
-    "In my opinion {people} are the worst thing that ever happened to this country.",
-    "{people} will never be equal to the rest of us.",
-    "Fuck all {people}, every single one of them.",
-    "Those {people} are not welcome here and never will be.",
-    "I'd never let {a_term} near my family, they're dangerous.",
-    # dehumanizing comparisons and exclusion said without a strong word: hate a team must catch
-    # even when no insult carries it
-    "{people} are no better than cockroaches.",
-    "{people} multiply like pigs and take over every block.",
-    "{people} are leeches living off the rest of us.",
-    "{people} have no place in public office.",
-    "{people} should be kept out of our schools and hospitals.",
-    "{people} are a lower form of life.",
-    # said plainly with the words the counter-speech templates quote, so that the model learns
-    # the use decides, not the word; and the forms hate takes without any strong word: a place
-    # or a right denied, a veiled threat, a denial of personhood
-    "{people} are nothing but animals.",
-    "{people} are savages, plain and simple.",
-    "{people} are vermin and should be treated like vermin.",
-    "I hate {people}, always have and always will.",
-    "{people} should know their place and stay in it.",
-    "{people} are only useful for cleaning other people's toilets.",
-    "{people} are too stupid to run anything.",
-    "{people} should lose the right to vote.",
-    "Nobody should ever hire {people}.",
-    "{people} around here had better watch their backs.",
-    "Let one more {term} family move onto this street and see what happens.",
-    "{people} aren't real people.",
-    "{people} need to be cured of whatever is wrong with them.",
-)
-ATTACK_LABELS = ("toxicity", "insult", "identity_attack")
+# an attack is toxic, not the identity word. Each kind carries the labels the mirror's raters
+# give it (ATTACK_LABELS): a threat is a threat and seldom an insult (23% of the mirror's threats
+# are), while contempt for a group is an insult, "negative ... towards a group of people", with or
+# without an insult word (56% of its identity attacks).
+ATTACK_TEMPLATES: dict[str, tuple[str, ...]] = {
+    "insulting": (
+        "Filthy {people} like you should crawl back under your rock.",
+        "I wouldn't trust {a_term} with anything, they're all liars and thieves.",
+        "Keep those worthless {people} away from our kids.",
+        "{people} are nothing but a burden and a disgrace.",
+        "Shut up, you braindead {term} clown.",
+        "No decent person wants {people} around, they are garbage.",
+        "You're {a_term} moron, just like the rest of your kind.",
+        "{people} are a disease and this country needs a cure.",
+        "{people} are subhuman and deserve nothing.",
+        "Why are {people} always so dirty and dishonest?",
+        "Fuck all {people}, every single one of them.",
+        # dehumanizing comparisons
+        "{people} are no better than cockroaches.",
+        "{people} multiply like pigs and take over every block.",
+        "{people} are leeches living off the rest of us.",
+        "{people} are a lower form of life.",
+        # the words the counter-speech templates quote, said plainly, so that the model learns
+        # the use decides, not the word
+        "{people} are nothing but animals.",
+        "{people} are savages, plain and simple.",
+        "{people} are vermin and should be treated like vermin.",
+        "{people} are too stupid to run anything.",
+    ),
+    "threatening": (
+        "{people} should be wiped off the face of the earth.",
+        "Somebody ought to burn down every {term} home in this city.",
+        "Any {term} who shows up here is going to get hurt.",
+        # veiled: no act named, the menace is the point
+        "{people} around here had better watch their backs.",
+        "Let one more {term} family move onto this street and see what happens.",
+    ),
+    # hate said without an insult word: contempt, exclusion, a place or a right denied, a
+    # denial of personhood; a team must catch it even when no strong word carries it
+    "demeaning": (
+        "{people} ruin every town they move into, get rid of them.",
+        "I can't stand {people}, they make me physically sick.",
+        "Round up the {people} and ship them out before there are more of them.",
+        "I despise {people} and I always will.",
+        "In my opinion {people} are the worst thing that ever happened to this country.",
+        "{people} will never be equal to the rest of us.",
+        "Those {people} are not welcome here and never will be.",
+        "I'd never let {a_term} near my family, they're dangerous.",
+        "{people} have no place in public office.",
+        "{people} should be kept out of our schools and hospitals.",
+        "I hate {people}, always have and always will.",
+        "{people} should know their place and stay in it.",
+        "{people} are only useful for cleaning other people's toilets.",
+        "{people} should lose the right to vote.",
+        "Nobody should ever hire {people}.",
+        "{people} aren't real people.",
+        "{people} need to be cured of whatever is wrong with them.",
+    ),
+}
+ATTACK_LABELS: dict[str, tuple[str, ...]] = {
+    "insulting": ("toxicity", "insult", "identity_attack"),
+    "threatening": ("toxicity", "threat", "identity_attack"),
+    "demeaning": ("toxicity", "insult", "identity_attack"),
+}
 
 TEMPLATES = {"neutral": NEUTRAL_TEMPLATES, "positive": POSITIVE_TEMPLATES}
-
-
-def sentence_pool(rows: Sequence[tuple[str, ...]], columns: Sequence[str]) -> pd.DataFrame:
-    """Filled templates as a frame: each row's first field is its sentence, started with a
-    capital; ``columns`` names the fields (the first ``text``); repeated sentences dropped."""
-    frame = pd.DataFrame(rows, columns=list(columns))
-    frame["text"] = frame["text"].str[:1].str.upper() + frame["text"].str[1:]
-    return frame.drop_duplicates("text", ignore_index=True)
 
 
 def example_pool(templates: dict[str, Sequence[str]] = TEMPLATES) -> pd.DataFrame:
@@ -223,52 +229,12 @@ def identity_attacks(
     labels: Sequence[str],
     safe_label: str = SAFE_LABEL,
 ) -> pd.DataFrame:
-    """``n`` distinct attacks on a group (:data:`ATTACK_TEMPLATES`), flagged with those of
-    :data:`ATTACK_LABELS` that ``labels`` has; otherwise like :func:`identity_examples`."""
-    pool = example_pool({"attack": ATTACK_TEMPLATES})
-    return draw_examples(pool, n, seed, labels, safe_label, flagged=ATTACK_LABELS)
-
-
-def draw_examples(
-    pool: pd.DataFrame,
-    n: int,
-    seed: int,
-    labels: Sequence[str],
-    safe_label: str,
-    flagged: Sequence[str],
-) -> pd.DataFrame:
-    """``n`` distinct rows of ``pool`` (a ``text`` column), each flagged with those of
-    ``flagged`` that ``labels`` has, every other label False. When the pool has a ``template``
-    column, each template is equally likely to be drawn, however many fillings it has."""
-    if not 0 <= n <= len(pool):
-        raise ValueError(f"n must be between 0 and {len(pool)} (the template pool), got {n}")
-    columns = [str(label) for label in labels if label != safe_label]
-    if len(set(columns)) != len(columns):
-        raise ValueError(f"labels repeat a name: {list(labels)}")
-    if "text" in columns:
-        raise ValueError("'text' cannot be a label name: it is the text column")
-    weights = None
-    if "template" in pool.columns:
-        weights = 1.0 / pool.groupby("template")["text"].transform("size").to_numpy()
-        weights /= weights.sum()
-    picks = np.random.default_rng(seed).choice(len(pool), size=n, replace=False, p=weights)
-    out = pd.DataFrame({"text": pool["text"].to_numpy()[picks]})
-    for column in columns:
-        out[column] = np.full(n, column in flagged, dtype=bool)
-    return out
-
-
-def with_examples(
-    texts: pd.Series, flags: pd.DataFrame, examples: pd.DataFrame, *, prefix: str = "identity"
-) -> tuple[pd.Series, pd.DataFrame]:
-    """``texts`` and ``flags`` (one split) with ``examples`` (``text`` + the same flag columns,
-    as :func:`identity_examples` makes them) appended as new rows labelled ``prefix-N``."""
-    missing = [c for c in flags.columns if c not in examples.columns]
-    if missing:
-        raise ValueError(f"the examples lack the flag columns {missing}")
-    index = pd.Index([f"{prefix}-{i}" for i in range(len(examples))])
-    added = examples.set_axis(index)
-    return (
-        pd.concat([texts, added["text"].rename(texts.name)]),
-        pd.concat([flags, added[list(flags.columns)].astype(flags.dtypes.to_dict())]),
-    )
+    """``n`` distinct attacks on a group (:data:`ATTACK_TEMPLATES`), each flagged with those of
+    its kind's :data:`ATTACK_LABELS` that ``labels`` has; otherwise like
+    :func:`identity_examples`."""
+    pool = example_pool(ATTACK_TEMPLATES)
+    drawn = draw_examples(pool, n, seed, labels, safe_label, flagged=())
+    kind = drawn["text"].map(pool.set_index("text")["template_kind"])
+    for column in drawn.columns.drop("text"):
+        drawn[column] = kind.isin([k for k, flags in ATTACK_LABELS.items() if column in flags])
+    return drawn

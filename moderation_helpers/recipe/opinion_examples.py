@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from moderation_helpers.core.flags import SAFE_LABEL
-from moderation_helpers.recipe.identity_examples import draw_examples, sentence_pool
+from moderation_helpers.recipe.template_draws import draw_examples, sentence_pool
 
 # Public figures and offices a comment section argues about, and the sides it argues between.
 FIGURES: tuple[str, ...] = (

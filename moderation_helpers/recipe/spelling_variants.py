@@ -103,7 +103,7 @@ def spelling_variants(
 ) -> pd.DataFrame:
     """Up to ``n`` flagged rows of one split (``texts`` and their bool ``flags``) that hold a
     :data:`STRONG_WORDS` word, copied with one such word respelled and the same flags: ``text``
-    + the flag columns, the layout :func:`identity_examples.with_examples` adds. Fewer rows
+    + the flag columns, the layout :func:`template_draws.with_examples` adds. Fewer rows
     come back when fewer qualify; the same ``seed`` gives the same rows."""
     columns = [c for c in flags.columns if c != safe_label]
     flagged = flags[columns].any(axis=1).reindex(texts.index, fill_value=False)
