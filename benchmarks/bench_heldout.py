@@ -1,0 +1,113 @@
+"""A model folder on the project's held-out sets: sentences written to check the model, never to
+train it, each before the templates it judged.
+
+    python benchmarks/bench_heldout.py --model runs/docs/model [--model OTHER ...]
+        [--sets benchmarks/heldout/*.csv]
+
+Each CSV of ``benchmarks/heldout/`` has ``kind`` (``benign`` or the behaviour a toxic row shows),
+``toxic`` (1 or 0) and ``text``; its module docstring below says when and why each was written.
+For every set and toxic kind, per model: toxicity ranked against the set's benign rows (ROC-AUC,
+whatever the threshold), and the share caught at the folder's thresholds by any label and by
+toxicity alone; for the benign rows, the share flagged. With 12 to 48 rows a kind, a ROC-AUC is
+good to about ±0.04: read several sets together.
+
+The sets (2026-11-30):
+
+- ``attacks_dev.csv``: attacks on women, trans, gay, Black, disabled, Muslim, Jewish, immigrant and
+  refugee people in the forms hate takes, with benign negations, counter-speech and neutral
+  mentions; read while the attack templates of that session were written (a development set).
+- ``attacks_sealed.csv``: the same, written in the same sitting, scored once; 32 of its rows then
+  joined the behavioural suite.
+- ``insults_a.csv``: plain insults in many forms and benign lookalikes, written before the insult
+  templates that were tried and not kept.
+- ``insults_threats_b.csv``: a second such set with threats, written before the threat labels of
+  ``identity_examples.ATTACK_LABELS`` (two insults that copied a tried template were dropped).
+- ``roles_veiled_threats.csv``: hate by a role or a place denied, and veiled threats, with benign
+  sentences on the same topics; written before templates for that gap were tried (not kept).
+
+Never write a template from these sentences: write a new set first (tests check that no training
+template fills to one of them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_auc_score
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench_explain import cpu_name  # noqa: E402
+
+from moderation_helpers.model.moderator import Moderator  # noqa: E402
+
+HELDOUT = Path(__file__).resolve().parent / "heldout"
+BENIGN = "benign"
+
+
+def load_set(path: Path) -> pd.DataFrame:
+    """One held-out CSV, checked: ``kind``, ``toxic`` (0/1, 0 exactly for benign), ``text``."""
+    frame = pd.read_csv(path, dtype={"kind": str, "text": str})
+    missing = {"kind", "toxic", "text"} - set(frame.columns)
+    if missing:
+        raise ValueError(f"{path}: missing columns {sorted(missing)}")
+    bad = frame.index[(frame["toxic"] == 0) != (frame["kind"] == BENIGN)]
+    if len(bad):
+        raise ValueError(f"{path}: line {bad[0] + 2}: field 'toxic' disagrees with 'kind'")
+    return frame
+
+
+def measure(moderator: Moderator, frame: pd.DataFrame) -> pd.DataFrame:
+    """Per kind: rows, toxicity ROC-AUC against the benign rows, share flagged by any label and
+    by toxicity alone at the folder's thresholds."""
+    texts = frame["text"].tolist()
+    decisions = moderator.moderate(texts)
+    target = moderator.targets[0]["name"]
+    flagged_any = np.array([d.is_flagged for d in decisions])
+    flagged_tox = np.array(["toxicity" in d.flagged.get(target, []) for d in decisions])
+    toxicity = np.array([d.scores[target]["toxicity"] for d in decisions])
+    benign = (frame["kind"] == BENIGN).to_numpy()
+    rows = []
+    for kind in [*sorted(set(frame["kind"]) - {BENIGN}), BENIGN]:
+        mine = (frame["kind"] == kind).to_numpy()
+        auc = np.nan
+        if kind != BENIGN and benign.any():
+            both = mine | benign
+            auc = roc_auc_score(mine[both], toxicity[both])
+        rows.append(
+            (kind, int(mine.sum()), auc, flagged_any[mine].mean(), flagged_tox[mine].mean())
+        )
+    return pd.DataFrame(rows, columns=["kind", "rows", "toxicity AUC", "any label", "toxicity"])
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, action="append", required=True, help="a folder")
+    parser.add_argument("--sets", type=Path, nargs="+", default=sorted(HELDOUT.glob("*.csv")))
+    args = parser.parse_args(argv)
+    print(f"command: {shlex.join([sys.executable, *sys.argv])}")
+    print(f"cpu: {cpu_name()}\n")
+    sets = {path.stem: load_set(path) for path in args.sets}
+    for folder in args.model:
+        moderator = Moderator.load(folder)
+        print(f"## {folder}\n")
+        print(
+            "| set | kind | rows | toxicity ROC-AUC vs benign "
+            "| caught (benign: flagged), any label | by toxicity alone |"
+        )
+        print("|---|---|---|---|---|---|")
+        for name, frame in sets.items():
+            for r in measure(moderator, frame).itertuples(index=False):
+                auc = "" if np.isnan(r[2]) else f"{r[2]:.3f}"
+                print(f"| {name} | {r[0]} | {r[1]} | {auc} | {r[3]:.2f} | {r[4]:.2f} |")
+        print()
+
+
+if __name__ == "__main__":
+    main()

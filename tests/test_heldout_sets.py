@@ -1,0 +1,50 @@
+"""The benchmark's held-out sets: well formed, and no training template fills to one of them."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from moderation_helpers.recipe import abuse_examples as ab
+from moderation_helpers.recipe import context_examples as ce
+from moderation_helpers.recipe import identity_examples as ie
+from moderation_helpers.recipe import opinion_examples as oe
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import bench_heldout  # noqa: E402
+
+SETS = sorted((BENCHMARKS / "heldout").glob("*.csv"))
+
+
+def training_sentences() -> set[str]:
+    """Every sentence 01's template additions can draw (lower-cased)."""
+    pools = [ie.example_pool(), ie.example_pool(ie.ATTACK_TEMPLATES), ce.context_pool()]
+    pools += [oe.opinion_pool()]
+    pools += [ab.abuse_pool(kind, abusive) for kind in ab.KINDS.values() for abusive in (1, 0)]
+    return {text.lower() for pool in pools for text in pool["text"]}
+
+
+def test_there_are_sets_and_each_has_toxic_and_benign_rows():
+    assert len(SETS) >= 5
+    for path in SETS:
+        frame = bench_heldout.load_set(path)
+        assert frame["text"].is_unique and frame["text"].str.len().gt(5).all()
+        assert set(frame["toxic"]) == {0, 1}
+
+
+def test_no_template_draws_a_heldout_sentence():
+    drawn = training_sentences()
+    for path in SETS:
+        texts = bench_heldout.load_set(path)["text"].str.lower()
+        assert not set(texts) & drawn, path.name
+
+
+def test_a_row_whose_label_contradicts_its_kind_is_named(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text('kind,toxic,text\nbenign,0,"Fine."\nbenign,1,"Oops."\n')
+    with pytest.raises(ValueError, match=r"bad.csv: line 3: field 'toxic'"):
+        bench_heldout.load_set(bad)
