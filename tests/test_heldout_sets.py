@@ -24,7 +24,7 @@ def training_sentences() -> set[str]:
     """Every sentence 01's template additions can draw (lower-cased)."""
     pools = [ie.example_pool(), ie.example_pool(ie.ATTACK_TEMPLATES), ce.context_pool()]
     pools += [oe.opinion_pool()]
-    pools += [ab.abuse_pool(kind, abusive) for kind in ab.KINDS.values() for abusive in (1, 0)]
+    pools += [ab.abuse_pool(k, abusive) for k in ab.KINDS.values() for abusive in (True, False)]
     return {text.lower() for pool in pools for text in pool["text"]}
 
 

@@ -161,7 +161,7 @@ _MIN_SPREAD = 0.3  # logit units: the bandwidth of a class whose scores are (alm
 BANDWIDTH_SCALE = 2.5
 
 
-def _smoothed_share_above(z: np.ndarray, scale: float = BANDWIDTH_SCALE) -> np.ndarray:
+def _smoothed_share_above(z: np.ndarray, scale: float) -> np.ndarray:
     """P(score >= each grid threshold) for one class's logit scores ``z``, Gaussian-kernel
     smoothed with ``scale`` x Silverman's bandwidth (1.06 x sd x n^-1/5)."""
     bandwidth = scale * 1.06 * max(float(z.std()), _MIN_SPREAD) * z.size**-0.2

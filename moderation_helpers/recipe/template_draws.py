@@ -55,7 +55,7 @@ def with_examples(
     texts: pd.Series, flags: pd.DataFrame, examples: pd.DataFrame, *, prefix: str = "identity"
 ) -> tuple[pd.Series, pd.DataFrame]:
     """``texts`` and ``flags`` (one split) with ``examples`` (``text`` + the same flag columns,
-    as :func:`identity_examples` makes them) appended as new rows labelled ``prefix-N``."""
+    as :func:`draw_examples` makes them) appended as new rows labelled ``prefix-N``."""
     missing = [c for c in flags.columns if c not in examples.columns]
     if missing:
         raise ValueError(f"the examples lack the flag columns {missing}")
