@@ -24,6 +24,11 @@ The sets (2026-11-30):
   ``identity_examples.ATTACK_LABELS`` (two insults that copied a tried template were dropped).
 - ``roles_veiled_threats.csv``: hate by a role or a place denied, and veiled threats, with benign
   sentences on the same topics; written before templates for that gap were tried (not kept).
+- ``idioms_threats_c.csv``: violent words used figuratively ("killed it at the open
+  mic", "these stairs are killing my knees") beside plain threats; written before the idiom
+  templates of ``recipe.idiom_examples`` and read while they were tried (a development set).
+- ``idioms_threats_d.csv``: the same, written in the same sitting; meant to be sealed, but the
+  cross-validation runs that tried the idiom templates scored it once (docs/benchmarks.md).
 
 Never write a template from these sentences: write a new set first (tests check that no training
 template fills to one of them).

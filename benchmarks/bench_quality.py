@@ -9,7 +9,8 @@ Prepares the mirror as the default pipeline does (notebooks/01_prepare.ipynb: ev
 rows and cross-validates the project's classifier (``recipe.cv``) on them, for each base encoder,
 with 02's steps (``--steps``) and 01's additions to the training split (``recipe.augment``;
 defaults as the notebooks'): the template sentences (``--identity-examples``,
-``--identity-attacks``, ``--context-examples``, ``--abuse-examples``, ``--opinion-examples``)
+``--identity-attacks``, ``--context-examples``, ``--abuse-examples``, ``--opinion-examples``,
+``--idiom-examples``)
 join every training fold and are never scored; the respelled copies (``--spelling-variants``)
 are made from each fold's own training rows. Prints per-label ROC-AUC and AP as mean ± sd over
 the folds run, the training steps' seconds, the behavioural suite (``recipe.behaviour``) per
@@ -32,6 +33,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 DEFAULT_SOURCE = REPO.parent / "shared" / "data" / "civil_comments"
 
 
@@ -63,6 +65,7 @@ def prepared_rows(source: Path, args: argparse.Namespace) -> tuple[list[dict], l
         context=args.context_examples,
         abuse=args.abuse_examples,
         opinion=args.opinion_examples,
+        idioms=args.idiom_examples,
         seed=args.seed,
     )
     augment = []
@@ -98,31 +101,58 @@ def suite_check(
     the threshold 04 would tune on the fold's held-out rows for ``base_rate``
     (``base_rate.base_rate_threshold``: the smoothed F1 peak at that rate): accuracy per
     behaviour, overall, the identity sentences' flag rate, and the threshold."""
+    import bench_heldout
     import numpy as np
+    import pandas as pd
 
     from moderation_helpers.core.conversation import example_texts
     from moderation_helpers.recipe import base_rate as br
     from moderation_helpers.recipe import behaviour, cv
 
-    def toxicity(texts: list[str]) -> np.ndarray:
-        return np.array([row["moderation"]["toxicity"] for row in predict(texts)])
-
-    y = cv.label_matrix(test_rows, "moderation", ["toxicity"])[:, 0]
-    held_out = toxicity(example_texts(test_rows))
-    threshold = br.base_rate_threshold(y, held_out, base_rate)  # 04's rule: the smoothed peak
     cases, identity = behaviour.load_cases(), behaviour.identity_cases()
-    report = behaviour.behaviour_report(cases, toxicity(list(cases["text"])) >= threshold)
+    labels = sorted(k for k in predict(cases["text"][:1].tolist())[0]["moderation"])
+
+    def scores(texts: list[str]) -> np.ndarray:
+        """One column per label of ``labels``."""
+        return np.array([[row["moderation"][k] for k in labels] for row in predict(texts)])
+
+    held_out_all, truth = (
+        scores(example_texts(test_rows)),
+        cv.label_matrix(test_rows, "moderation", labels),
+    )
+    suite_all, identity_all = scores(list(cases["text"])), scores(list(identity["text"]))
+    tox = labels.index("toxicity")
+    y, held_out = truth[:, tox], held_out_all[:, tox]
+    threshold = br.base_rate_threshold(y, held_out, base_rate)  # 04's rule: the smoothed peak
+    report = behaviour.behaviour_report(cases, suite_all[:, tox] >= threshold)
     out = {f"suite {name}": float(acc) for name, acc in report["accuracy"].items()}
-    out["identity flagged"] = float(np.mean(toxicity(list(identity["text"])) >= threshold))
+    out["identity flagged"] = float(np.mean(identity_all[:, tox] >= threshold))
     out["toxicity threshold"] = float(threshold)
     if save is not None:
         save.parent.mkdir(parents=True, exist_ok=True)
+        sets = pd.concat(
+            {
+                p.stem: bench_heldout.load_set(p)
+                for p in sorted(bench_heldout.HELDOUT.glob("*.csv"))
+            },
+            names=["set", None],
+        ).reset_index("set")
+        # Toxicity under its own keys (bench_thresholds' default); every label as columns of
+        # the ``*_all`` arrays, named by ``labels``.
         np.savez(
             save,
             held_out=held_out,
             y=y,
-            cases=toxicity(list(cases["text"])),
-            identity=toxicity(list(identity["text"])),
+            cases=suite_all[:, tox],
+            identity=identity_all[:, tox],
+            labels=np.array(labels),
+            held_out_all=held_out_all,
+            y_all=truth,
+            cases_all=suite_all,
+            identity_all=identity_all,
+            heldout_all=scores(list(sets["text"])),
+            heldout_set=sets["set"].to_numpy(str),
+            heldout_kind=sets["kind"].to_numpy(str),
         )
     return out
 
@@ -223,6 +253,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--context-examples", type=int, default=120)
     parser.add_argument("--abuse-examples", type=int, default=160)
     parser.add_argument("--opinion-examples", type=int, default=120)
+    parser.add_argument("--idiom-examples", type=int, default=50)
     parser.add_argument("--spelling-variants", type=int, default=100)
     parser.add_argument("--base-rate", type=float, default=0.08, help="04's, for the suite")
     parser.add_argument("--no-suite", action="store_true", help="skip the behavioural suite")

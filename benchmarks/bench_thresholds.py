@@ -1,18 +1,21 @@
 """How 04's base-rate threshold transfers: the smoothed F1 peak, at several kernel widths,
-against the raw reweighted one.
+against the raw reweighted one, for any label.
 
-    python benchmarks/bench_quality.py --save-scores scores/   # fold scores (toxicity)
+    python benchmarks/bench_quality.py --save-scores scores/   # fold scores (every label)
     python benchmarks/bench_thresholds.py scores/*.npz [--rate 0.08 --rows 100 --draws 40]
-        [--scales 1 1.5 2 2.5 3 4]
+        [--scales 1 1.5 2 2.5 3 4] [--label identity_attack]
 
-Each file holds one cross-validation fold's held-out toxicity scores and truth (``held_out``,
-``y``) and the behavioural suite's scores (``cases``), as ``bench_quality.py --save-scores``
-writes them. From each fold, ``--draws`` times: ``--rows`` held-out rows play 04's validation
-split (the mirror's is 100 rows), a threshold is tuned on them for ``--rate`` by each rule
-(``base_rate.base_rate_threshold``: raw, and smoothed at each of ``--scales``), and is measured
-on the fold's *other* rows, reweighted to the rate (F1 at that rate), and on the suite
-(accuracy, attacks on groups caught, benign cases flagged) with toxicity as the flag. Prints
-the mean and spread of each.
+Each file holds one cross-validation fold's held-out scores and truth and the behavioural
+suite's scores, as ``bench_quality.py --save-scores`` writes them. From each fold, ``--draws``
+times: ``--rows`` held-out rows play 04's validation split (the mirror's is 100 rows), a
+threshold is tuned on them by each rule (``base_rate.base_rate_threshold``: raw, and smoothed at
+each of ``--scales``), and is measured on the fold's *other* rows, reweighted to the label's
+rate (F1 at that rate), and on the suite with the label as the flag. Toxicity's rate is
+``--rate``; another label's is 04's default (``base_rate.default_base_rates``: its share scaled
+by toxicity's factor, on the tuning rows for the tuning and on the other rows for the
+measure). The suite columns: accuracy over every case (toxicity only), the cases of the
+behaviour named like the label caught (toxicity: attacks on groups), benign cases and the
+identity sentences flagged. Prints the mean and spread of each.
 """
 
 from __future__ import annotations
@@ -33,41 +36,80 @@ from moderation_helpers.recipe import base_rate as br  # noqa: E402
 from moderation_helpers.recipe import behaviour  # noqa: E402
 
 
+def _fold(path: Path, label: str, n_cases: int) -> tuple[np.ndarray, ...]:
+    """One saved fold: every label's truth and scores, the label's suite and identity scores."""
+    saved = np.load(path)
+    if "labels" not in saved:  # an older file: toxicity only
+        if label != "toxicity":
+            raise SystemExit(f"{path}: toxicity scores only; rerun bench_quality --save-scores")
+        y_all, s_all = saved["y"][:, None].astype(bool), saved["held_out"][:, None]
+        suite, identity, column = saved["cases"], saved["identity"], 0
+    else:
+        names = list(saved["labels"])
+        if label not in names:
+            raise SystemExit(f"{path}: no label {label!r} (labels: {', '.join(names)})")
+        column, tox = names.index(label), names.index("toxicity")
+        # Toxicity first: the reference for the other labels' default rates.
+        y_all = saved["y_all"][:, [tox, column]].astype(bool)
+        s_all = saved["held_out_all"][:, [tox, column]]
+        suite, identity = saved["cases_all"][:, column], saved["identity_all"][:, column]
+    if len(suite) != n_cases:
+        raise SystemExit(f"{path}: {len(suite)} suite scores, the suite has {n_cases}")
+    return y_all, s_all, suite, identity
+
+
 def measure(
-    files: Sequence[Path], rate: float, rows: int, draws: int, seed: int, scales: Sequence[float]
+    files: Sequence[Path],
+    rate: float,
+    rows: int,
+    draws: int,
+    seed: int,
+    scales: Sequence[float],
+    label: str = "toxicity",
 ) -> dict:
     """Per rule (the raw peak, and the smoothed peak at each bandwidth scale of ``scales``), an
-    array of (threshold, F1 at ``rate`` on other rows, suite accuracy, attacks on groups
-    caught, benign cases flagged), one row per draw."""
+    array of (threshold, F1 at the label's rate on other rows, suite accuracy, the label's
+    behaviour caught, benign cases flagged, identity sentences flagged), one row per draw."""
     cases = behaviour.load_cases()
     toxic = cases["toxic"].to_numpy(bool)
-    attacks = cases["behaviour"].eq("identity_attack").to_numpy()
+    named = "identity_attack" if label == "toxicity" else label
+    target = cases["behaviour"].eq(named).to_numpy()
     rng = np.random.default_rng(seed)
     rules = {"raw peak": dict(smooth=False)}
     rules |= {f"smoothed peak, {x:g} x Silverman": dict(bandwidth_scale=x) for x in scales}
     out: dict[str, list] = {name: [] for name in rules}
+
+    def label_rate(y: np.ndarray) -> float:
+        # 04's default: the label's share x (toxicity's rate / toxicity's share).
+        return (
+            rate
+            if y.shape[1] == 1 or label == "toxicity"
+            else rate * y[:, 1].mean() / y[:, 0].mean()
+        )
+
     for path in files:
-        saved = np.load(path)
-        y, s, suite = saved["y"].astype(bool), saved["held_out"], saved["cases"]
-        if len(suite) != len(cases):
-            raise SystemExit(f"{path}: {len(suite)} suite scores, the suite has {len(cases)}")
+        y_all, s_all, suite, identity = _fold(path, label, len(cases))
+        y, s = y_all[:, -1], s_all[:, -1]
         for _ in range(draws):
             tune = rng.choice(len(y), rows, replace=False)
             rest = np.setdiff1d(np.arange(len(y)), tune)
+            if not y[tune].any():
+                continue  # 04 keeps the default threshold: nothing to compare
             curve_t, curve_f1 = br.weighted_f1_curve(
-                y[rest], s[rest], br.prior_weights(y[rest], rate)
+                y[rest], s[rest], br.prior_weights(y[rest], label_rate(y_all[rest]))
             )
             for name, rule in rules.items():
-                t = br.base_rate_threshold(y[tune], s[tune], rate, **rule)
+                t = br.base_rate_threshold(y[tune], s[tune], label_rate(y_all[tune]), **rule)
                 reached = np.flatnonzero(curve_t >= t)
                 flags = suite >= t
                 out[name].append(
                     (
                         t,
                         curve_f1[reached[-1]] if reached.size else 0.0,
-                        (flags == toxic).mean(),
-                        flags[attacks].mean(),
+                        (flags == toxic).mean() if label == "toxicity" else np.nan,
+                        flags[target].mean() if target.any() else np.nan,
                         flags[~toxic].mean(),
+                        (identity >= t).mean(),
                     )
                 )
     return {name: np.array(v) for name, v in out.items()}
@@ -76,7 +118,8 @@ def measure(
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("files", nargs="+", type=Path, help="bench_quality --save-scores files")
-    parser.add_argument("--rate", type=float, default=br.TOXICITY_BASE_RATE)
+    parser.add_argument("--rate", type=float, default=br.TOXICITY_BASE_RATE, help="toxicity's")
+    parser.add_argument("--label", default="toxicity", help="the label whose threshold is tuned")
     parser.add_argument("--rows", type=int, default=100, help="rows a draw tunes on")
     parser.add_argument("--draws", type=int, default=40, help="draws per fold")
     parser.add_argument("--seed", type=int, default=1)
@@ -89,23 +132,27 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"{br.BANDWIDTH_SCALE:g})",
     )
     args = parser.parse_args(argv)
-    results = measure(args.files, args.rate, args.rows, args.draws, args.seed, args.scales)
+    results = measure(
+        args.files, args.rate, args.rows, args.draws, args.seed, args.scales, args.label
+    )
     print(f"command: {shlex.join([sys.executable, *sys.argv])}")
     print(f"cpu: {cpu_name()}")
     print(
         f"{len(args.files)} folds x {args.draws} draws of {args.rows} tuning rows; "
-        f"F1 at {args.rate:.0%} measured on each fold's other rows\n"
+        f"label {args.label}; toxicity at {args.rate:.0%}; F1 at the label's rate measured on "
+        "each fold's other rows\n"
     )
     print(
         "| rule | threshold | sd | F1 at rate | its 10th pct | suite accuracy "
-        "| attacks on groups caught | benign cases flagged |"
+        f"| {'attacks on groups' if args.label == 'toxicity' else args.label + ' cases'} caught "
+        "| benign cases flagged | identity sentences flagged |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, v in results.items():
         print(
             f"| {name} | {v[:, 0].mean():.3f} | {v[:, 0].std():.3f} | {v[:, 1].mean():.3f} "
             f"| {np.percentile(v[:, 1], 10):.3f} | {v[:, 2].mean():.3f} | {v[:, 3].mean():.3f} "
-            f"| {v[:, 4].mean():.3f} |"
+            f"| {v[:, 4].mean():.3f} | {v[:, 5].mean():.4f} |"
         )
 
 

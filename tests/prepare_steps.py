@@ -45,6 +45,7 @@ def prepare_steps(
     context_examples: int = 120,
     abuse_examples: int = 160,
     opinion_examples: int = 120,
+    idiom_examples: int = 50,
 ) -> dict[str, Any]:
     """Run 01_prepare's calls with the notebook's parameters; return ``prepare_summary.json``."""
     parameters = {k: v for k, v in locals().items() if k not in ("data_source", "run_dir")}
@@ -71,6 +72,7 @@ def prepare_steps(
         context=context_examples,
         abuse=abuse_examples,
         opinion=opinion_examples,
+        idioms=idiom_examples,
         seed=seed,
     )
     plot_distribution(kept, path=run_path / DISTRIBUTION_PNG)

@@ -207,3 +207,16 @@ def test_one_stray_benign_score_barely_moves_the_default_threshold():
             swing[scale] = max(chosen) - min(chosen)
         assert swing[br.BANDWIDTH_SCALE] < 0.15
         assert swing[br.BANDWIDTH_SCALE] < swing[1.0]
+
+
+def test_toxicity_gets_the_wide_kernel_and_every_other_label_silvermans():
+    """The same scores as toxicity and as threat: each label is tuned with its own kernel."""
+    rng = np.random.default_rng(3)
+    y = np.r_[np.ones(15, bool), np.zeros(85, bool)]
+    s = expit(np.r_[rng.normal(2.0, 1.5, 15), rng.normal(-3.0, 2.0, 85)])
+    truth, scores = frames({TOX: y, THREAT: y}), frames({TOX: s, THREAT: s})
+    table = br.tune_for_base_rate(truth, scores, {TOX: 0.02, THREAT: 0.02})
+    wide = br.base_rate_threshold(y, s, 0.02, bandwidth_scale=br.BANDWIDTH_SCALE)
+    own = br.base_rate_threshold(y, s, 0.02, bandwidth_scale=br.LABEL_BANDWIDTH_SCALE)
+    assert wide != own
+    assert table.at[TOX, "threshold"] == wide and table.at[THREAT, "threshold"] == own

@@ -27,6 +27,7 @@ NO_ADDITIONS = dict.fromkeys(
         "context_examples",
         "abuse_examples",
         "opinion_examples",
+        "idiom_examples",
     ),
     0,
 )

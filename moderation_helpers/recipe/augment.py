@@ -6,7 +6,8 @@ benign sentences that mention identities and clear attacks on groups
 (:mod:`~moderation_helpers.recipe.identity_examples`), benign sentences that negate, report
 or reject a strong word (:mod:`~moderation_helpers.recipe.context_examples`), plain insults
 and threats beside the same sentences made kind (:mod:`~moderation_helpers.recipe.abuse_examples`),
-and civil opinions on charged topics (:mod:`~moderation_helpers.recipe.opinion_examples`). Only
+civil opinions on charged topics (:mod:`~moderation_helpers.recipe.opinion_examples`), and
+violent words used figuratively (:mod:`~moderation_helpers.recipe.idiom_examples`). Only
 the training split grows: validation and test stay real comments, so 04's figures measure real
 text.
 """
@@ -18,6 +19,7 @@ import pandas as pd
 from moderation_helpers.recipe.abuse_examples import abuse_examples
 from moderation_helpers.recipe.context_examples import context_examples
 from moderation_helpers.recipe.identity_examples import identity_attacks, identity_examples
+from moderation_helpers.recipe.idiom_examples import idiom_examples
 from moderation_helpers.recipe.opinion_examples import opinion_examples
 from moderation_helpers.recipe.spelling_variants import spelling_variants
 from moderation_helpers.recipe.template_draws import with_examples
@@ -31,18 +33,20 @@ def template_additions(
     context: int = 0,
     abuse: int = 0,
     opinion: int = 0,
+    idioms: int = 0,
     seed: int = 0,
 ) -> dict[str, pd.DataFrame]:
     """The additions written from templates, which need no comment of the split: by kind
-    (``identity``, ``attack``, ``context``, ``abuse``, ``opinion``), ``text`` + one column per
-    label. Each count is the rows wanted of that kind (0: none); the same ``seed`` gives the
-    same rows."""
+    (``identity``, ``attack``, ``context``, ``abuse``, ``opinion``, ``idiom``), ``text`` + one
+    column per label. Each count is the rows wanted of that kind (0: none); the same ``seed``
+    gives the same rows."""
     return {
         "identity": identity_examples(identity, seed=seed, labels=labels),
         "attack": identity_attacks(attacks, seed=seed, labels=labels),
         "context": context_examples(context, seed=seed, labels=labels),
         "abuse": abuse_examples(abuse, seed=seed, labels=labels),
         "opinion": opinion_examples(opinion, seed=seed, labels=labels),
+        "idiom": idiom_examples(idioms, seed=seed, labels=labels),
     }
 
 
@@ -59,8 +63,8 @@ def augment_training(
 
     ``spelling``: the respelled copies, made first and from the split's own comments only;
     ``counts``: the template additions' counts, named as :func:`template_additions` names them
-    (``identity``, ``attacks``, ``context``, ``abuse``, ``opinion``). Each count is the rows
-    wanted of that kind (0: none); the same ``seed`` gives byte-identical rows.
+    (``identity``, ``attacks``, ``context``, ``abuse``, ``opinion``, ``idioms``). Each count is
+    the rows wanted of that kind (0: none); the same ``seed`` gives byte-identical rows.
     """
     labels = list(flags.columns)
     added = {

@@ -18,12 +18,15 @@ to lie decides the threshold: with none scored between 0.17 and 0.96, every thre
 gap has the same false positives, and the raw peak sits just under the lowest positive. So the
 peak is taken on a **smoothed** curve (:func:`smoothed_f1_curve`): each class's scores are
 spread by a Gaussian kernel on the logit scale, which reads the gap as "negatives thin out", not
-"no negative until 0.96". The kernel is :data:`BANDWIDTH_SCALE` (2.5) times Silverman's
-bandwidth, so that one benign comment the model scores high does not set the threshold alone.
-By cross-validation on the mirror (30 fold models of 10 recipes, 100-row tuning draws, F1 at 8%
-measured on the fold's other rows; ``benchmarks/bench_thresholds.py``) it lifts that F1 from
-0.701 (raw) to 0.733 and cuts the threshold's spread from 0.124 to 0.023 (sd; Silverman's
-kernel: 0.722 and 0.055). ``smooth=False`` gives the raw reweighted peak.
+"no negative until 0.96". For toxicity (the reference label) the kernel is
+:data:`BANDWIDTH_SCALE` (2.5) times Silverman's bandwidth, so that one benign comment the model
+scores high does not set the threshold alone. By cross-validation on the mirror (30 fold models
+of 10 recipes, 100-row tuning draws, F1 at 8% measured on the fold's other rows;
+``benchmarks/bench_thresholds.py``) it lifts that F1 from 0.701 (raw) to 0.733 and cuts the
+threshold's spread from 0.124 to 0.023 (sd; Silverman's kernel: 0.722 and 0.055). The other
+labels, tuned for rates of 2-4%, keep Silverman's own (:data:`LABEL_BANDWIDTH_SCALE`): the wider
+kernel lifts their thresholds past their peak (:func:`bandwidth_scale_for`).
+``smooth=False`` gives the raw reweighted peak.
 
 Frames are the two-level ``(target, label)`` score and truth frames of
 :mod:`moderation_helpers.recipe.evaluate`; the result is indexed like its
@@ -159,6 +162,12 @@ _MIN_SPREAD = 0.3  # logit units: the bandwidth of a class whose scores are (alm
 # reads one stray less literally: by cross-validation (docs/benchmarks.md, bench_thresholds.py)
 # the threshold's spread between splits halves and F1 at 8% rises a little.
 BANDWIDTH_SCALE = 2.5
+# Every other label (insult, threat, identity_attack, ...): Silverman's own. Measured the same
+# way on 6 fold models (two seeds, every label's scores; docs/benchmarks.md), F1 at each label's
+# rate is flat from 0.5x to 1.25x and falls beyond: identity_attack 0.710 at 1x, 0.689 at 1.5x,
+# 0.623 at 2.5x; insult 0.377, 0.373, 0.324; threat 0.750, 0.747, 0.723. At a 2% rate the peak
+# sits in the benign scores' upper tail, which a wider kernel fattens.
+LABEL_BANDWIDTH_SCALE = 1.0
 
 
 def _smoothed_share_above(z: np.ndarray, scale: float) -> np.ndarray:
@@ -206,6 +215,13 @@ def base_rate_threshold(
         return float(thresholds[int(np.argmax(f1))])
     threshold, _ = best_weighted_threshold(y, scores, prior_weights(y, base_rate))
     return threshold
+
+
+def bandwidth_scale_for(column: Column, reference: Column = REFERENCE_LABEL) -> float:
+    """The smoothing kernel's width for a label, in Silverman's bandwidths:
+    :data:`BANDWIDTH_SCALE` for the ``reference`` label (toxicity), :data:`LABEL_BANDWIDTH_SCALE`
+    for every other."""
+    return BANDWIDTH_SCALE if tuple(column) == tuple(reference) else LABEL_BANDWIDTH_SCALE
 
 
 def _thresholds_of(
@@ -301,7 +317,8 @@ def tune_for_base_rate(
     smooth: bool = True,
 ) -> pd.DataFrame:
     """Per ``(target, label)``: the threshold that maximizes F1 at the label's target base
-    rate (:func:`base_rate_threshold`: smoothed, unless ``smooth=False``), and what validation
+    rate (:func:`base_rate_threshold`: smoothed with the label's kernel,
+    :func:`bandwidth_scale_for`, unless ``smooth=False``), and what validation
     reweighted to that rate expects at it (columns :data:`COLUMNS`).
 
     ``base_rates`` maps ``(target, label)`` to the share of positives in the traffic the model
@@ -315,7 +332,13 @@ def tune_for_base_rate(
     for column in scores.columns:
         key = tuple(column)
         y = truth[column].to_numpy(dtype=bool)
-        threshold = base_rate_threshold(y, scores[column].to_numpy(), rates[key], smooth=smooth)
+        threshold = base_rate_threshold(
+            y,
+            scores[column].to_numpy(),
+            rates[key],
+            smooth=smooth,
+            bandwidth_scale=bandwidth_scale_for(key),
+        )
         chosen[key] = default if threshold is None else threshold
         if threshold is None:
             notes[key] = f"nothing to tune in validation: default threshold {default} used"
