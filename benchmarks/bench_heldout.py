@@ -29,6 +29,15 @@ The sets (2026-11-30):
   templates of ``recipe.idiom_examples`` and read while they were tried (a development set).
 - ``idioms_threats_d.csv``: the same, written in the same sitting; meant to be sealed, but the
   cross-validation runs that tried the idiom templates scored it once (docs/benchmarks.md).
+- ``obfuscated_e.csv`` (2026-12-01): attacks on groups and insults respelled ("h4te", "Ihatewomen",
+  "subhumn", "p a t h e t i c") beside benign sentences respelled the same ways; no template
+  was written from it.
+- ``frames_f.csv`` (2026-12-01): kind sentences about groups said in the attacks' frames
+  ("Refugees deserve a safe home, like anyone fleeing a war.", "We need more women in
+  government.") beside attacks in the same frames; a development set, read while benign
+  templates in those frames were tried (not kept).
+- ``frames_g.csv``: the same, written in the same sitting, sealed: scored once, on the default
+  model of 2026-12-01, before any template in those frames was kept.
 
 Never write a template from these sentences: write a new set first (tests check that no training
 template fills to one of them).
