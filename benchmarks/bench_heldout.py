@@ -36,8 +36,9 @@ The sets (2026-11-30):
   ("Refugees deserve a safe home, like anyone fleeing a war.", "We need more women in
   government.") beside attacks in the same frames; a development set, read while benign
   templates in those frames were tried (not kept).
-- ``frames_g.csv``: the same, written in the same sitting, sealed: scored once, on the default
-  model of 2026-12-01, before any template in those frames was kept.
+- ``frames_g.csv``: the same, written in the same sitting, kept out of the cross-validation
+  runs; scored twice, on the default model of 2026-12-01 and on the pipeline run of the frame
+  templates that were then not kept (docs/benchmarks.md); no template was written from it.
 
 Never write a template from these sentences: write a new set first (tests check that no training
 template fills to one of them).
