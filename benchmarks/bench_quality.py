@@ -14,7 +14,8 @@ defaults as the notebooks'): the template sentences (``--identity-examples``,
 join every training fold and are never scored; the respelled copies (``--spelling-variants``)
 are made from each fold's own training rows. Prints per-label ROC-AUC and AP as mean ± sd over
 the folds run, the training steps' seconds, the behavioural suite (``recipe.behaviour``) per
-behaviour at the toxicity threshold 04 would tune on each held-out fold, and the int8 texts/s
+behaviour at the toxicity threshold 04 would tune on each held-out fold (and by any label at
+the thresholds 04 tunes for each), and the int8 texts/s
 of the first fold's model exported (``export_model(int8=True)``) and scored by the Moderator on
 its held-out texts; then the command, the CPU (``lscpu``) and the load average.
 """
@@ -100,12 +101,15 @@ def suite_check(
     """The behavioural suite (``recipe.behaviour``) flagged by the fold model's toxicity score at
     the threshold 04 would tune on the fold's held-out rows for ``base_rate``
     (``base_rate.base_rate_threshold``: the smoothed F1 peak at that rate): accuracy per
-    behaviour, overall, the identity sentences' flag rate, and the threshold."""
+    behaviour, overall, the identity sentences' flag rate, and the threshold; then the same
+    flagged by any label at the thresholds 04 tunes for each (``tune_for_base_rate``, keys
+    ``any label: …``), as ``moderate()`` would flag it."""
     import bench_heldout
     import numpy as np
     import pandas as pd
 
     from moderation_helpers.core.conversation import example_texts
+    from moderation_helpers.core.flags import SAFE_LABEL
     from moderation_helpers.recipe import base_rate as br
     from moderation_helpers.recipe import behaviour, cv
 
@@ -128,6 +132,20 @@ def suite_check(
     out = {f"suite {name}": float(acc) for name, acc in report["accuracy"].items()}
     out["identity flagged"] = float(np.mean(identity_all[:, tox] >= threshold))
     out["toxicity threshold"] = float(threshold)
+    # What a team meets: every label at the threshold 04 tunes for it, a case flagged when any
+    # label is (identity_attack's own threshold can flag what toxicity's leaves alone).
+    flag = [i for i, label in enumerate(labels) if label != SAFE_LABEL]
+    columns = pd.MultiIndex.from_tuples([("moderation", labels[i]) for i in flag])
+    fold_truth = pd.DataFrame(truth[:, flag].astype(bool), columns=columns)
+    tuned = br.tune_for_base_rate(
+        fold_truth,
+        pd.DataFrame(held_out_all[:, flag], columns=columns),
+        br.default_base_rates(fold_truth, reference_rate=base_rate),
+    )
+    limits = tuned["threshold"].to_numpy(float)
+    report = behaviour.behaviour_report(cases, (suite_all[:, flag] >= limits).any(axis=1))
+    out |= {f"any label: suite {name}": float(acc) for name, acc in report["accuracy"].items()}
+    out["any label: identity flagged"] = float(np.mean((identity_all[:, flag] >= limits).any(1)))
     if save is not None:
         save.parent.mkdir(parents=True, exist_ok=True)
         sets = pd.concat(
@@ -293,8 +311,9 @@ def main() -> None:
             suite = pd.DataFrame(result["suite"])
             table = pd.DataFrame({"mean": suite.mean(), "sd": suite.std(ddof=1)}).round(3)
             print(
-                f"behavioural suite, toxicity flag at the base-rate threshold ({len(suite)} "
-                f"folds):\n\n{markdown_table(table.reset_index(names='check'))}\n"
+                f"behavioural suite, toxicity flag at the base-rate threshold, then any label "
+                f"at each label's ({len(suite)} folds):\n\n"
+                f"{markdown_table(table.reset_index(names='check'))}\n"
             )
     print("command: " + shlex.join(["python", *sys.argv]))
     print(f"CPU: {machine()}")
