@@ -155,14 +155,10 @@ def suite_check(
             },
             names=["set", None],
         ).reset_index("set")
-        # Toxicity under its own keys (bench_thresholds' default); every label as columns of
-        # the ``*_all`` arrays, named by ``labels``.
+        # Every label as a column of the ``*_all`` arrays, named by ``labels``
+        # (bench_thresholds reads them; its older files had toxicity alone).
         np.savez(
             save,
-            held_out=held_out,
-            y=y,
-            cases=suite_all[:, tox],
-            identity=identity_all[:, tox],
             labels=np.array(labels),
             held_out_all=held_out_all,
             y_all=truth,

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -80,12 +81,12 @@ def measure(
     out: dict[str, list] = {name: [] for name in rules}
 
     def label_rate(y: np.ndarray) -> float:
-        # 04's default: the label's share x (toxicity's rate / toxicity's share).
-        return (
-            rate
-            if y.shape[1] == 1 or label == "toxicity"
-            else rate * y[:, 1].mean() / y[:, 0].mean()
-        )
+        """04's default rate for the label, from toxicity's (column 0) and the label's truth."""
+        if y.shape[1] == 1 or label == "toxicity":
+            return rate
+        column = ("moderation", label)
+        truth = pd.DataFrame(y, columns=pd.MultiIndex.from_tuples([br.REFERENCE_LABEL, column]))
+        return br.default_base_rates(truth, reference_rate=rate)[column]
 
     for path in files:
         y_all, s_all, suite, identity = _fold(path, label, len(cases))
