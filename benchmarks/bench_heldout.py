@@ -28,7 +28,8 @@ The sets (2026-11-30):
   mic", "these stairs are killing my knees") beside plain threats; written before the idiom
   templates of ``recipe.idiom_examples`` and read while they were tried (a development set).
 - ``idioms_threats_d.csv``: the same, written in the same sitting; meant to be sealed, but the
-  cross-validation runs that tried the idiom templates scored it once (docs/benchmarks.md).
+  cross-validation runs that tried the idiom templates scored it, and so does every run of this
+  script on all sets; no choice was made by it (docs/benchmarks.md).
 - ``obfuscated_e.csv`` (2026-12-01): attacks on groups and insults respelled ("h4te", "Ihatewomen",
   "subhumn", "p a t h e t i c") beside benign sentences respelled the same ways; no template
   was written from it.
