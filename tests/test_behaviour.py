@@ -120,7 +120,8 @@ def test_biased_scorer_shows_up_in_the_identity_report():
     report = bh.identity_report(cases, bh.flag(scores, 0.5))
     terms = report.loc["term"]
     assert terms.loc["Muslim", "fpr"] == 1.0
-    assert terms.loc["Muslim", "fpr_neutral"] == terms.loc["Muslim", "fpr_positive"] == 1.0
+    kinds = terms.loc["Muslim", ["fpr_neutral", "fpr_positive", "fpr_attack_frame"]]
+    assert kinds.tolist() == [1.0, 1.0, 1.0]
     assert (terms.drop(index="Muslim")["fpr"] == 0).all()
     assert terms.loc["Muslim", "group"] == "religion"
     n_religion = (bh.identity_terms()["group"] == "religion").sum()
@@ -182,3 +183,8 @@ def test_the_evaluation_record_is_plain_json_with_every_behaviour_and_group():
     assert record["identity"]["groups"]["religion"] == 1.0
     assert record["identity"]["spread"]["group"]["worst"] == "religion"
     assert record["behaviours"][bh.OVERALL]["n"] == len(cases)
+    religion = identity.loc[identity["group"] == "religion", "template_kind"]
+    kinds = identity["template_kind"].value_counts()
+    assert record["identity"]["kinds"] == {
+        kind: pytest.approx(religion.eq(kind).sum() / kinds[kind]) for kind in kinds.index
+    }

@@ -278,6 +278,7 @@ def test_the_model_card_shows_behaviours_identity_rates_and_the_base_rate():
         "identity": {
             "fpr": 0.1,
             "n": 500,
+            "kinds": {"neutral": 0.0, "attack_frame": 0.25},
             "groups": {"religion": 0.25},
             "spread": {"term": {"min": 0.0, "max": 0.4, "worst": "Muslim"}},
         },
@@ -286,6 +287,7 @@ def test_the_model_card_shows_behaviours_identity_rates_and_the_base_rate():
     card = model_card(record, evaluation=evaluation, summary=summary)
     assert "| insult | flag | 3 | 0.667 | 0.667 |" in card
     assert "| religion | 0.25 |" in card and "(worst: Muslim)" in card
+    assert "0.1 flagged overall (neutral 0, attack_frame 0.25);" in card
     assert "moderation/insult 5.0%" in card and "safe 90" not in card
     assert "/home/someone" not in card and "`civil_comments (a local copy" in card
     assert "No behavioural checks" in model_card(record)

@@ -179,6 +179,14 @@ def _base_rate_note(evaluation: Mapping[str, Any] | None) -> str:
     )
 
 
+def _by_kind(kinds: Mapping[str, Any]) -> str:
+    """The identity false-positive rate per template kind, " (neutral 0.01, positive 0,
+    attack_frame 0.2)", or nothing for an evaluation written before kinds were kept."""
+    if not kinds:
+        return ""
+    return " (" + ", ".join(f"{kind} {_fmt(rate)}" for kind, rate in kinds.items()) + ")"
+
+
 def _behaviour_section(evaluation: Mapping[str, Any] | None) -> str:
     """Accuracy per behaviour of the project's own suite, and false positives on sentences that
     merely mention an identity (04_infer's checks), at the tuned thresholds."""
@@ -207,8 +215,9 @@ def _behaviour_section(evaluation: Mapping[str, Any] | None) -> str:
         groups = identity.get("groups") or {}
         parts += [
             "",
-            f"Neutral and positive sentences that mention an identity ({identity.get('n')} "
-            f"sentences, none should be flagged): {_fmt(identity.get('fpr'))} flagged overall; "
+            f"Benign sentences that mention an identity: neutral, positive, and kind ones said "
+            f"in an attack's frame ({identity.get('n')} sentences, none should be flagged): "
+            f"{_fmt(identity.get('fpr'))} flagged overall{_by_kind(identity.get('kinds') or {})}; "
             f"per term from {_fmt(spread.get('min'))} to {_fmt(spread.get('max'))} "
             f"(worst: {spread.get('worst')}).",
             "",

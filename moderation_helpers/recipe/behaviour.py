@@ -61,8 +61,10 @@ def identity_terms() -> pd.DataFrame:
 
 
 def identity_templates() -> dict[str, list[str]]:
-    """``{template_kind: [template]}``, kinds ``neutral`` and ``positive``; placeholders
-    ``{term}``, ``{a_term}`` (the term after "a"/"an") and ``{people}``."""
+    """``{template_kind: [template]}``, kinds ``neutral``, ``positive`` and ``attack_frame``
+    (kind sentences said in the frames attacks use: "{people} should never have to hide who
+    they are."); placeholders ``{term}``, ``{a_term}`` (the term after "a"/"an") and
+    ``{people}``."""
     return {kind: list(items) for kind, items in _data()["identity_templates"].items()}
 
 
@@ -94,8 +96,8 @@ def fill_templates(templates: dict[str, Sequence[str]], terms: pd.DataFrame) -> 
 
 def identity_cases() -> pd.DataFrame:
     """The identity templates filled with every term: columns ``term``, ``group``,
-    ``template_kind`` (neutral/positive), ``template``, ``text`` and ``toxic`` (always False:
-    none of them should be flagged, so every flag is a false positive)."""
+    ``template_kind`` (neutral/positive/attack_frame), ``template``, ``text`` and ``toxic``
+    (always False: none of them should be flagged, so every flag is a false positive)."""
     cases = fill_templates(identity_templates(), identity_terms())
     cases["toxic"] = False
     return cases
@@ -178,7 +180,7 @@ def identity_report(identity_cases: pd.DataFrame, flagged: Sequence[bool]) -> pd
 
     Rows are indexed ``(level, name)`` with level ``term``, ``group`` or ``overall``; columns
     ``group`` (a term's group), ``n``, ``fpr`` and ``fpr_<template_kind>`` (``fpr_neutral``,
-    ``fpr_positive``). A fair model has about the same FPR for every term:
+    ``fpr_positive``, ``fpr_attack_frame``). A fair model has about the same FPR for every term:
     :func:`identity_spread` summarizes how far apart they are.
     """
     frame = identity_cases[["term", "group", "template_kind"]].copy()
@@ -222,7 +224,8 @@ def _plain(value: Any) -> Any:
 def evaluation_record(behaviours: pd.DataFrame, identity: pd.DataFrame) -> dict[str, Any]:
     """The behaviour and identity figures as ``evaluation.json`` keeps them (and the model
     card shows them): per behaviour ``toxic``, ``n``, ``accuracy``, ``flag_rate``; per identity
-    group and term its false-positive rate; and the spread across terms and groups."""
+    template kind, group and term its false-positive rate; and the spread across terms and
+    groups."""
     spread = identity_spread(identity)
     fields = ("toxic", "n", "accuracy", "flag_rate")
     return {
@@ -232,6 +235,11 @@ def evaluation_record(behaviours: pd.DataFrame, identity: pd.DataFrame) -> dict[
         "identity": {
             "fpr": _plain(identity.loc[(OVERALL, OVERALL), "fpr"]),
             "n": _plain(identity.loc[(OVERALL, OVERALL), "n"]),
+            "kinds": {
+                column.removeprefix("fpr_"): _plain(value)
+                for column, value in identity.loc[(OVERALL, OVERALL)].items()
+                if column.startswith("fpr_")
+            },
             "groups": {g: _plain(v) for g, v in identity.loc["group", "fpr"].items()},
             "terms": {g: _plain(v) for g, v in identity.loc["term", "fpr"].items()},
             "spread": {
