@@ -40,6 +40,13 @@ The sets (2026-11-30):
 - ``frames_g.csv``: the same, written in the same sitting, kept out of the cross-validation
   runs; scored twice, on the default model of 2026-12-01 and on the pipeline run of the frame
   templates that were then not kept (docs/benchmarks.md); no template was written from it.
+- ``short_hate_h.csv`` (2026-12-01, second session): hate said short and plain ("I hate
+  Muslims.", "Women are revolting.", "Why are Arabs so disgusting?") beside short benign
+  sentences that use the same words or name the same groups ("I hate Mondays.", "I love
+  Muslims.", "I don't hate Jews, why would I?"); a development set, read while short attack
+  templates were tried.
+- ``short_hate_i.csv``: the same, written in the same sitting; scored on the default model and
+  on the candidate's pipeline run only; no template was written from it.
 
 Never write a template from these sentences: write a new set first (tests check that no training
 template fills to one of them).
