@@ -207,7 +207,11 @@ def run_encoder(name: str, rows: list[dict], augment: list[dict], args) -> dict[
     labels = sorted({label for row in rows + augment for label in row["labels"]["moderation"]})
     targets = [Target("moderation", labels, "multi_class")]
     settings = TrainSettings(
-        training_steps=args.steps, learning_rate=args.learning_rate, seed=args.seed, encoder=name
+        training_steps=args.steps,
+        learning_rate=args.learning_rate,
+        seed=args.seed,
+        encoder=name,
+        coherent_labels=not args.no_coherent_labels,
     )
     rate: dict[str, dict[str, float]] = {}
     suites: list[dict[str, float]] = []
@@ -273,6 +277,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--no-suite", action="store_true", help="skip the behavioural suite")
     parser.add_argument("--save-scores", type=Path, help="a folder for each fold's suite scores")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--no-coherent-labels",
+        action="store_true",
+        help="score each label by its own head alone (TrainSettings.coherent_labels=False)",
+    )
     parser.add_argument("--no-int8", action="store_true", help="skip the export + int8 timing")
     return parser.parse_args()
 

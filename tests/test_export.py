@@ -69,6 +69,20 @@ def test_fp32_scores_match_the_factory(exported_model, factory_scores, test_text
     assert np.abs(ours.to_numpy() - factory_scores.to_numpy()).max() < 1e-4
 
 
+def test_the_graph_scores_toxicity_at_least_as_high_as_the_labels_that_imply_it(
+    exported_model, test_texts
+):
+    # The prepared mirror's insults, threats, obscenities... are all toxic (classifier.coherence)
+    target = read_classifier(exported_model)["targets"][0]
+    children = target["implied_by"]["toxicity"]
+    assert {"insult", "threat", "obscene"} <= set(children)
+    scores = Moderator.load(exported_model).score_frame(test_texts)["moderation"]
+    floor = scores[children].max(axis=1)
+    assert (scores["toxicity"] >= floor).all()
+    assert (scores["toxicity"] == floor).any()  # the rule is what raised some of them
+    assert "`toxicity` scores at least as high as `" in (exported_model / MODEL_CARD).read_text()
+
+
 @pytest.mark.slow  # loads torch or exports again: tens of seconds
 def test_fp32_scores_match_torch_fp32(exported_model, factory, trained_job, test_texts):
     from moderation_helpers.classifier.checkpoint import load_model

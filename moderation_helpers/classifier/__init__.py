@@ -1,5 +1,5 @@
-"""The torch classifier the factory fine-tunes: base encoders, network, batches, training loop,
-checkpoint, duration estimate.
+"""The torch classifier the factory fine-tunes: base encoders, network, coherent scores, batches,
+training loop, checkpoint, duration estimate.
 
 The names below are the *trainer interface* the factory's worker loads (``$MODERATION_FACTORY_
 TRAINER`` names another module with the same names, e.g. a test's stand-in). They load lazily:

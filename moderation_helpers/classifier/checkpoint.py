@@ -91,7 +91,8 @@ class ClassifierModel:
 
     @torch.inference_mode()
     def predict(self, texts: Sequence[str]) -> list[dict[str, dict[str, float]]]:
-        """Scores per text: ``{target: {label: score}}`` (sigmoid or softmax per target)."""
+        """Scores per text: ``{target: {label: score}}`` (``Classifier.scores``: sigmoid or
+        softmax per target, coherent by its ``implied_by``)."""
         texts = list(texts)
         if not texts:
             return []
@@ -106,11 +107,9 @@ class ClassifierModel:
             idx = order[start : start + self.batch_size]
             input_ids, attention = pad(self.tokenizer, [ids[i] for i in idx])
             with autocast(self.device, self.precision):
-                logits = self.model(input_ids.to(self.device), attention.to(self.device))
+                batch = self.model.scores(input_ids.to(self.device), attention.to(self.device))
             for t in self.targets:
-                z = logits[t.name].float()
-                p = torch.sigmoid(z) if t.loss_function == "multi_class" else torch.softmax(z, -1)
-                scores[t.name][idx] = p.cpu().numpy()
+                scores[t.name][idx] = batch[t.name].cpu().numpy()
         return [
             {
                 t.name: dict(zip(t.labels, scores[t.name][i].tolist(), strict=True))

@@ -4,7 +4,9 @@ The API's ``model`` picks the base encoder (:mod:`.encoders`: all-MiniLM-L6-v2 u
 is another registered encoder), shipped by PyPI packages and loaded offline with
 ``transformers``. ``multi_class``
 targets get an independent sigmoid per label (a comment can be both toxic and an insult),
-``single_class`` targets a softmax over their labels.
+``single_class`` targets a softmax over their labels. A ``multi_class`` target's ``implied_by``
+(:mod:`.coherence`, read off the training file) keeps a parent label's score at or above its
+children's.
 
 Matmuls run in bfloat16 autocast where the hardware does bf16 natively (AVX-512 BF16 / AMX,
 Ampere+ GPUs): several times faster there; pooling and heads stay float32.
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from moderation_helpers.classifier.coherence import coherent_logits
 from moderation_helpers.classifier.encoders import encoder_for
 
 # The encoder's position embeddings stop at 512 tokens; the API's default seq_len (16384) is
@@ -33,12 +36,14 @@ PRECISIONS = ("auto", "bf16", "fp32")
 
 @dataclass
 class Target:
-    """One classifier target: a name, its labels and how they are scored."""
+    """One classifier target: a name, its labels and how they are scored; ``implied_by``:
+    ``{parent: [children]}``, labels whose score never falls below their children's."""
 
     name: str
     labels: list[str]
     loss_function: str
     weight: float = 1.0
+    implied_by: dict[str, list[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.loss_function not in LOSS_FUNCTIONS:
@@ -49,6 +54,15 @@ class Target:
         if not self.labels:
             raise ValueError(f"target {self.name!r}: no labels")
         self.labels = list(self.labels)
+        self.implied_by = {k: list(v) for k, v in (self.implied_by or {}).items()}
+        if self.implied_by and self.loss_function != "multi_class":
+            raise ValueError(f"target {self.name!r}: implied_by needs a multi_class target")
+        named = set(self.implied_by).union(*self.implied_by.values())
+        if not named <= set(self.labels):
+            raise ValueError(
+                f"target {self.name!r}: implied_by names labels it lacks: "
+                f"{sorted(named - set(self.labels))}"
+            )
 
 
 def encoder_path(encoder: str | None = None) -> Path:
@@ -110,6 +124,7 @@ class Classifier(nn.Module):
     def __init__(self, encoder: nn.Module, targets: Sequence[Target]):
         super().__init__()
         self.encoder = encoder
+        self.targets = list(targets)
         hidden = encoder.config.hidden_size
         self.heads = nn.ModuleDict({t.name: nn.Linear(hidden, len(t.labels)) for t in targets})
 
@@ -124,6 +139,22 @@ class Classifier(nn.Module):
             mask = attention_mask.unsqueeze(-1).float()
             pooled = (hidden.float() * mask).sum(1) / mask.sum(1).clamp(min=1.0)
             return {name: head(pooled) for name, head in self.heads.items()}
+
+    def scores(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """``{target: scores (batch, n_labels)}``: the sigmoid (or softmax) of the logits made
+        coherent by each target's ``implied_by``; what the checkpoint and the exported graph
+        serve."""
+        logits = self.forward(input_ids, attention_mask)
+        out = {}
+        for t in self.targets:
+            z = logits[t.name].float()
+            if t.loss_function == "multi_class":
+                out[t.name] = torch.sigmoid(coherent_logits(z, t.labels, t.implied_by))
+            else:
+                out[t.name] = torch.softmax(z, -1)
+        return out
 
 
 def pick_device(device: str | None) -> torch.device:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from torch.nn import functional as F
 
 from moderation_helpers.classifier.batches import encode_labels, epoch_batches, pad, tokenize
 from moderation_helpers.classifier.checkpoint import save
+from moderation_helpers.classifier.coherence import implications
 from moderation_helpers.classifier.encoders import DEFAULT_ENCODER, encoder_for
 from moderation_helpers.classifier.network import (
     Classifier,
@@ -49,6 +50,8 @@ class TrainSettings:
     float32) where the hardware does bf16 natively, else float32; or ``"bf16"`` / ``"fp32"``.
     ``encoder``: the base encoder to fine-tune, a name :func:`.encoders.encoder_for` reads (the
     job's ``model``; names it does not know get all-MiniLM-L6-v2).
+    ``coherent_labels``: read which labels imply which off the training file and keep each
+    parent's score at or above its children's (:mod:`.coherence`).
     """
 
     training_steps: int = 100
@@ -62,6 +65,7 @@ class TrainSettings:
     head_learning_rate: float | None = 2e-3
     precision: str = "auto"
     encoder: str = DEFAULT_ENCODER
+    coherent_labels: bool = True
 
 
 @dataclass
@@ -188,6 +192,8 @@ def train(
     dev = pick_device(device)
     base = encoder_for(settings.encoder)
     tokenizer = load_tokenizer(str(base.path()))
+    if settings.coherent_labels:
+        targets = with_implications(targets, train_examples)
     model = Classifier(load_encoder(base.path()), targets).to(dev)
     fit = _Fit(model, tokenizer, targets, dev, settings.precision)
     train_data = fit.encode(train_examples, seq_len)
@@ -216,6 +222,18 @@ def train(
         valid_seconds=valid_seconds,
         setup_seconds=setup_seconds + (time.perf_counter() - t_save),
     )
+
+
+def with_implications(targets: Sequence[Target], examples: Sequence[dict]) -> list[Target]:
+    """``targets`` with each multi_class target's ``implied_by`` read off ``examples``
+    (:func:`.coherence.implications`)."""
+    encoded = encode_labels(examples, targets)
+    return [
+        replace(t, implied_by=implications(encoded[t.name].numpy(), t.labels))
+        if t.loss_function == "multi_class"
+        else t
+        for t in targets
+    ]
 
 
 def _check(train_examples: Sequence[dict], targets: list[Target], settings: TrainSettings):

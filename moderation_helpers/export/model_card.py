@@ -3,7 +3,7 @@ measured, and what it is not for. Built from classifier.json, the job and the ru
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,7 @@ def model_card(
                 for t in record["targets"]
             ],
         ),
+        *_coherence_lines(record["targets"]),
         "",
         "## Training",
         "",
@@ -97,6 +98,17 @@ def model_card(
         "- Not a general safety filter: it knows only the labels above.",
     ]
     return "\n".join(parts) + "\n"
+
+
+def _coherence_lines(targets: Sequence[Mapping[str, Any]]) -> list[str]:
+    """What ``implied_by`` does to the scores, one line per parent label."""
+    lines = [
+        f"- `{parent}` scores at least as high as {', '.join(f'`{c}`' for c in children)}: "
+        f"in the training data those labels came with `{parent}` (`classifier.coherence`)."
+        for t in targets
+        for parent, children in (t.get("implied_by") or {}).items()
+    ]
+    return ["", *lines] if lines else []
 
 
 def _data_section(summary: Mapping[str, Any] | None) -> str:

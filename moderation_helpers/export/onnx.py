@@ -206,6 +206,7 @@ def _record(
                 "labels": t.labels,
                 "loss_function": t.loss_function,
                 "weight": t.weight,
+                "implied_by": t.implied_by,
             }
             for t in classifier.targets
         ],
@@ -237,8 +238,9 @@ def _configured_tokenizer(hf_tokenizer: Any, seq_len: int):
 
 
 def _scoring_graph(classifier: Any, targets: Sequence[Any]) -> Any:
-    """The trainer's classifier with each target's score function applied: one tensor per
-    target, in target order (a torch module, defined here so that torch loads lazily)."""
+    """The trainer's classifier as it scores (``Classifier.scores``: each target's score
+    function, coherent by its ``implied_by``): one tensor per target, in target order (a torch
+    module, defined here so that torch loads lazily)."""
     import torch
     from torch import nn
 
@@ -246,14 +248,11 @@ def _scoring_graph(classifier: Any, targets: Sequence[Any]) -> Any:
         def __init__(self) -> None:
             super().__init__()
             self.classifier = classifier
-            self.score_functions = [(t.name, t.loss_function) for t in targets]
+            self.names = [t.name for t in targets]
 
         def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
-            logits = self.classifier(input_ids, attention_mask)
-            return tuple(
-                torch.sigmoid(logits[name]) if kind == "multi_class" else logits[name].softmax(-1)
-                for name, kind in self.score_functions
-            )
+            scores = self.classifier.scores(input_ids, attention_mask)
+            return tuple(scores[name] for name in self.names)
 
     return ScoringGraph().eval()
 

@@ -25,7 +25,8 @@ file                   holds
      "seq_len": 128, "pooling": "mean",
      "inputs": ["input_ids", "attention_mask"], "outputs_are": "scores",
      "targets": [{"name": "moderation", "labels": [...], "loss_function": "multi_class",
-                  "weight": 1.0, "score_function": "sigmoid", "output": "moderation"}],
+                  "weight": 1.0, "score_function": "sigmoid", "output": "moderation",
+                  "implied_by": {"toxicity": ["insult", "threat", ...]}}],
      "tokenizer": {"file": "tokenizer.json", "truncation": 128, "padding": "longest",
                    "pad_id": 0},
      "rendering": {... conversation.RENDERING ...},
@@ -36,6 +37,10 @@ file                   holds
                     "labels": ["moderation/toxicity", ...]},
      "graph": {"fused_by": ..., "fused_operators": {...}},
      "opset": 17, "exported_with": {...versions...}}
+
+``implied_by`` (optional; absent in folders exported before it): a parent label's score is
+never below its children's, read off the training file (``classifier.coherence``). The graph's
+scores already obey it; a reader needs nothing more and may show it.
 
 What each variant costs in quality, measured by the export on the job's validation file
 (optional fields: folders exported before they existed lack them):
@@ -119,6 +124,7 @@ def classifier_record(
                 "weight": float(t.get("weight", 1.0)),
                 "score_function": score_function(t["loss_function"]),
                 "output": t["name"],
+                "implied_by": {k: list(v) for k, v in (t.get("implied_by") or {}).items()},
             }
             for t in targets
         ],
@@ -192,6 +198,14 @@ def validate_classifier(record: Any, where: str | os.PathLike = CLASSIFIER_JSON)
                 f"{field}.score_function",
                 f"{t['loss_function']} targets are scored by {expected}, "
                 f"got {t['score_function']!r}",
+            )
+        implied = t.get("implied_by", {})
+        if not isinstance(implied, dict) or not all(
+            k in labels and isinstance(v, list) and set(v) <= set(labels)
+            for k, v in implied.items()
+        ):
+            raise _problem(
+                where, f"{field}.implied_by", "expected {label: [labels]} over the target's labels"
             )
         if t["output"] in INPUT_NAMES or t["output"] in outputs:
             raise _problem(where, f"{field}.output", f"{t['output']!r} is already taken")
