@@ -204,6 +204,44 @@ def test_a_target_label_explains_itself_but_lends_no_evidence():
     assert attack[1] > toxicity[1]  # the group is part of identity_attack's own reason
 
 
+def test_a_label_raised_to_a_target_labels_score_is_explained_by_its_mates():
+    """toxicity kept at identity_attack's score (implied_by) would borrow the group named as its
+    own evidence; on such a text its mates (insult) speak for it."""
+    from moderation_helpers.model.explain_weights import Plan, voiced_by_target, word_weights
+
+    targets = [
+        {
+            "name": "m",
+            "labels": ["identity_attack", "insult", "toxicity"],
+            "implied_by": {"toxicity": ["identity_attack", "insult"]},
+        }
+    ]
+    raised = {"m": np.array([[0.97, 0.6, 0.97], [0.5, 0.9, 0.9], [0.2, 0.1, 0.8]])}
+    assert voiced_by_target(targets, raised, 0) == {("m", "toxicity")}
+    assert voiced_by_target(targets, raised, 1) == set()  # raised by insult: its own evidence
+    assert voiced_by_target(targets, raised, 2) == set()  # its own score
+    assert voiced_by_target([{**targets[0], "implied_by": {}}], raised, 0) == set()
+
+    text = "I hate muslims"
+    units = [explain_unit(text, w) for w in ("hate", "muslims")]
+    evidence = [("m", "identity_attack", 0), ("m", "insult", 1), ("m", "toxicity", 2)]
+    plan = Plan(
+        text=text,
+        units=units,
+        columns=[evidence[2]],
+        evidence=evidence,
+        content=np.array([True, True]),
+        # toxicity's score is identity_attack's, so are its lifts and drops: "muslims"
+        lifts=np.array([[0.1, 0.9], [0.7, 0.2], [0.1, 0.9]]),
+        full=np.array([0.97, 0.6, 0.97]),
+        occluded=[0, 1],
+        drops=np.array([[0.2, 0.8], [0.5, 0.1], [0.2, 0.8]]),
+    )
+    assert int(np.argmax(word_weights(plan, 0, alone_weight=1.0, own_share=0.25))) == 1
+    plan.voiced = voiced_by_target(targets, {"m": plan.full[None, :]}, 0)
+    assert int(np.argmax(word_weights(plan, 0, alone_weight=1.0, own_share=0.25))) == 0
+
+
 def explain_unit(text: str, word: str):
     from moderation_helpers.model.explain import Unit
 

@@ -18,7 +18,8 @@ A word's weight for each label of the target averages its drop and lift, each no
 text's largest; the weight explained is ``own_share`` of the label's own, the rest the mean over
 the target's labels counted by the text's score on each (:mod:`.explain_weights`: one output of a
 small model is noisy, and an insult is toxic because of the same word), less the labels that
-name whom a comment attacks (``identity_attack``: the group is the target, not the reason).
+name whom a comment attacks (``identity_attack``: the group is the target, not the reason); a
+label the graph raised to such a label's score (``implied_by``) is explained by its mates alone.
 Function words weigh 0. The words
 whose weight reaches ``keep`` x the top one are kept, and kept words that only whitespace
 separates merge into one span, trimmed to the words (no surrounding spaces or punctuation).
@@ -46,6 +47,7 @@ from moderation_helpers.model.explain_weights import (
     Span,
     evidence_columns,
     spans,
+    voiced_by_target,
     word_weights,
 )
 
@@ -164,7 +166,10 @@ def _alone_stage(
         chosen = sorted(np.flatnonzero(content), key=lambda k: -rank[k])[:max_occluded]
         occluded = sorted(int(k) for k in chosen) if columns else []
         full = np.array([scores[t][i, j] for t, _, j in evidence], dtype=np.float64)
-        out.append(Plan(text, text_units, columns, evidence, content, lifts, full, occluded))
+        voiced = voiced_by_target(moderator.targets, scores, i)
+        out.append(
+            Plan(text, text_units, columns, evidence, content, lifts, full, occluded, voiced=voiced)
+        )
     return out
 
 

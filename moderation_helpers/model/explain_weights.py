@@ -10,8 +10,11 @@ loudest. A *target* label (``TARGET_LABELS``: it says whom a comment attacks, no
 words) speaks for itself only: the group it names is the attack's target, not the reason, so its
 evidence would highlight "Muslims" in every explanation of toxicity (span F1 on the held-out
 half 0.541 with it pooled, 0.553 without, on a model that scored group names high alone;
-docs/benchmarks.md). Function words weigh 0. Words reaching ``keep`` x the top weight are kept;
-kept words only whitespace separates merge into one span.
+docs/benchmarks.md). A label whose score on a text *is* a target label's (toxicity, kept at or
+above identity_attack by the model's ``implied_by``, scoring what identity_attack scores) borrows
+that label's evidence too, so it is explained by its mates' evidence alone
+(:func:`voiced_by_target`). Function words weigh 0. Words reaching ``keep`` x the top weight are
+kept; kept words only whitespace separates merge into one span.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ class Plan:
     full: np.ndarray  # (evidence,): the text's own score
     occluded: list[int]  # the units scored without them, in stage 2
     drops: np.ndarray | None = None  # (evidence, occluded)
+    voiced: frozenset[tuple[str, str]] = frozenset()  # (target, label): see voiced_by_target
 
 
 def evidence_columns(
@@ -57,6 +61,25 @@ def evidence_columns(
         for j, label in enumerate(t["labels"])
         if label != safe_label
     ]
+
+
+def voiced_by_target(
+    targets: Sequence[dict[str, Any]], scores: dict[str, np.ndarray], row: int
+) -> frozenset[tuple[str, str]]:
+    """The ``(target, label)`` pairs whose score on ``row`` equals a child's in
+    :data:`TARGET_LABELS` (``implied_by`` in ``classifier.json``: the graph raised the label to
+    it), so that its own evidence would be the group named."""
+    out = set()
+    for t in targets:
+        labels = t["labels"]
+        for parent, children in (t.get("implied_by") or {}).items():
+            score = scores[t["name"]][row, labels.index(parent)]
+            if any(
+                child in TARGET_LABELS and score <= scores[t["name"]][row, labels.index(child)]
+                for child in children
+            ):
+                out.add((t["name"], parent))
+    return frozenset(out)
 
 
 def _normalized(values: np.ndarray) -> np.ndarray:
@@ -75,6 +98,10 @@ def word_weights(plan: Plan, c: int, alone_weight: float, own_share: float) -> n
         for k, column in enumerate(plan.evidence)
         if column[0] == explained[0] and (column[1] not in TARGET_LABELS or column == explained)
     ]
+    if explained[:2] in plan.voiced:
+        others = [k for k in mates if plan.evidence[k] != explained]
+        if others:  # its own evidence is the target label's: its mates speak for it
+            mates, own_share = others, 0.0
     counts = plan.full[mates]
     shared = counts @ per_label[mates] / max(float(counts.sum()), 1e-9)
     own = per_label[plan.evidence.index(explained)]

@@ -82,7 +82,9 @@ class Moderator:
         self.session = session
         self.providers: list[str] = list(session.get_providers())
         self.targets: list[dict[str, Any]] = [
-            {k: t[k] for k in ("name", "labels", "loss_function")} for t in record["targets"]
+            {k: t[k] for k in ("name", "labels", "loss_function")}
+            | {"implied_by": t.get("implied_by") or {}}  # already applied by the graph
+            for t in record["targets"]
         ]
         self.labels_by_target: dict[str, list[str]] = {
             t["name"]: list(t["labels"]) for t in self.targets
