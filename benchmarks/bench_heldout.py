@@ -47,6 +47,10 @@ The sets (2026-11-30):
   templates were tried.
 - ``short_hate_i.csv``: the same, written in the same sitting; scored on the default model and
   on the candidate's pipeline run only; no template was written from it.
+- ``short_kind_j.csv`` (2026-12-01, third session): short kind, neutral and negated sentences
+  that name a group ("Gay people are kind.", "I have nothing against Black people.", "We are
+  Sikhs.") beside short hate; written before short kind templates were tried (not kept), which
+  were written apart from it.
 
 Never write a template from these sentences: write a new set first (tests check that no training
 template fills to one of them).
