@@ -212,6 +212,7 @@ def run_encoder(name: str, rows: list[dict], augment: list[dict], args) -> dict[
         seed=args.seed,
         encoder=name,
         coherent_labels=not args.no_coherent_labels,
+        layer_decay=args.layer_decay,
     )
     rate: dict[str, dict[str, float]] = {}
     suites: list[dict[str, float]] = []
@@ -281,6 +282,12 @@ def parse_args() -> argparse.Namespace:
         "--no-coherent-labels",
         action="store_true",
         help="score each label by its own head alone (TrainSettings.coherent_labels=False)",
+    )
+    parser.add_argument(
+        "--layer-decay",
+        type=float,
+        default=1.0,
+        help="each encoder layer's rate times this below the one above (TrainSettings')",
     )
     parser.add_argument("--no-int8", action="store_true", help="skip the export + int8 timing")
     return parser.parse_args()

@@ -131,6 +131,44 @@ def test_same_seed_same_losses(tmp_path):
     assert [c.train_loss for c in other.checkpoints] != losses[0]
 
 
+def test_encoder_depths_order_the_layers():
+    names = [
+        "embeddings.word_embeddings.weight",
+        "encoder.layer.0.attention.self.query.weight",
+        "encoder.layer.11.output.dense.bias",
+        "encoder.relative_attention_bias.weight",
+        "pooler.dense.weight",
+    ]
+    assert T.encoder_depths(names) == {
+        names[0]: 0,
+        names[1]: 1,
+        names[2]: 12,
+        names[3]: 12,
+        names[4]: 12,
+    }
+
+
+@pytest.mark.parametrize("decay", [1.0, 0.5])
+def test_layer_decay_sets_each_layers_rate(decay):
+    model = network.Classifier(network.load_encoder(network.encoder_path()), [MULTI])
+    settings = _settings(layer_decay=decay, learning_rate=1e-4, head_learning_rate=2e-3)
+    optimizer, _ = T._optimizer(model, settings)
+    rate = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    decayed = {id(p): g["weight_decay"] for g in optimizer.param_groups for p in g["params"]}
+    assert len(rate) == sum(len(g["params"]) for g in optimizer.param_groups)  # each once
+    assert len(rate) == len(list(model.parameters()))
+    named = dict(model.encoder.named_parameters())
+    top = max(T.encoder_depths(named).values())
+    assert top == 6  # all-MiniLM-L6-v2
+    assert rate[id(named["encoder.layer.5.output.dense.weight"])] == pytest.approx(1e-4)
+    assert rate[id(named["encoder.layer.0.output.dense.weight"])] == pytest.approx(1e-4 * decay**5)
+    assert rate[id(named["embeddings.word_embeddings.weight"])] == pytest.approx(1e-4 * decay**6)
+    assert all(rate[id(p)] == pytest.approx(2e-3) for p in model.heads.parameters())
+    assert decayed[id(named["encoder.layer.0.output.dense.weight"])] == settings.weight_decay
+    assert decayed[id(named["encoder.layer.0.output.dense.bias"])] == 0.0
+    assert decayed[id(named["embeddings.LayerNorm.weight"])] == 0.0
+
+
 def test_no_validation_gives_no_valid_loss_and_default_cadence(tmp_path):
     result = T.train(_examples(False), [], [MULTI], _settings(training_steps=5), tmp_path)
     # default interval: about a tenth of the run, at least one step; always one at the end

@@ -14,8 +14,9 @@ threads waiting on each other.
 from __future__ import annotations
 
 import random
+import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,9 @@ class TrainSettings:
     job's ``model``; names it does not know get all-MiniLM-L6-v2).
     ``coherent_labels``: read which labels imply which off the training file and keep each
     parent's score at or above its children's (:mod:`.coherence`).
+    ``layer_decay``: layer-wise learning-rate decay; the encoder's top layer gets
+    ``learning_rate`` and each layer below it ``layer_decay`` times the one above (1.0: every
+    layer the same rate, the default; 0.8 was measured and not kept, docs/benchmarks.md).
     """
 
     training_steps: int = 100
@@ -66,6 +70,7 @@ class TrainSettings:
     precision: str = "auto"
     encoder: str = DEFAULT_ENCODER
     coherent_labels: bool = True
+    layer_decay: float = 1.0
 
 
 @dataclass
@@ -292,19 +297,21 @@ def _optimizer(model: Classifier, settings: TrainSettings):
     head_lr = settings.head_learning_rate or settings.learning_rate
     no_decay = ("bias", "LayerNorm.weight", "LayerNorm.bias")
     named = list(model.encoder.named_parameters())
+    depths = encoder_depths(n for n, _ in named)
+    top = max(depths.values())
     groups = [
         {
-            "params": [p for n, p in named if not n.endswith(no_decay)],
-            "weight_decay": settings.weight_decay,
-            "lr": settings.learning_rate,
-        },
-        {
-            "params": [p for n, p in named if n.endswith(no_decay)],
-            "weight_decay": 0.0,
-            "lr": settings.learning_rate,
-        },
-        {"params": list(model.heads.parameters()), "weight_decay": 0.0, "lr": head_lr},
+            "params": [
+                p for n, p in named if depths[n] == depth and n.endswith(no_decay) == exempt
+            ],
+            "weight_decay": 0.0 if exempt else settings.weight_decay,
+            "lr": settings.learning_rate * settings.layer_decay ** (top - depth),
+        }
+        for depth in sorted(set(depths.values()))
+        for exempt in (False, True)
     ]
+    groups = [g for g in groups if g["params"]]
+    groups.append({"params": list(model.heads.parameters()), "weight_decay": 0.0, "lr": head_lr})
     # fused: one kernel for the whole update instead of a loop over ~100 tensors
     optimizer = torch.optim.AdamW(groups, fused=True)
     steps = int(settings.training_steps)
@@ -313,6 +320,28 @@ def _optimizer(model: Classifier, settings: TrainSettings):
         optimizer, lambda s: _linear_schedule(s, warmup, steps)
     )
     return optimizer, scheduler
+
+
+# A transformer layer's parameters: "encoder.layer.3.attention…" (BERT, MPNet).
+_LAYER = re.compile(r"\blayers?\.(\d+)\.")
+
+
+def encoder_depths(names: Iterable[str]) -> dict[str, int]:
+    """Each encoder parameter's depth for :attr:`TrainSettings.layer_decay`: 0 for the
+    embeddings, ``i + 1`` for transformer layer ``i`` (``…layer.<i>.…``), the top layer's depth
+    for anything else (a pooler)."""
+    depths: dict[str, int] = {}
+    rest = []
+    for name in names:
+        layer = _LAYER.search(name)
+        if layer:
+            depths[name] = int(layer.group(1)) + 1
+        elif "embeddings" in name:
+            depths[name] = 0
+        else:
+            rest.append(name)
+    top = max(depths.values(), default=0)
+    return depths | dict.fromkeys(rest, top)
 
 
 def _linear_schedule(step: int, warmup: int, total: int) -> float:
