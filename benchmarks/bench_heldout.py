@@ -2,14 +2,16 @@
 train it, each before the templates it judged.
 
     python benchmarks/bench_heldout.py --model runs/docs/model [--model OTHER ...]
-        [--sets benchmarks/heldout/*.csv]
+        [--sets benchmarks/heldout/*.csv] [--suite]
 
 Each CSV of ``benchmarks/heldout/`` has ``kind`` (``benign`` or the behaviour a toxic row shows),
 ``toxic`` (1 or 0) and ``text``; its module docstring below says when and why each was written.
 For every set and toxic kind, per model: toxicity ranked against the set's benign rows (ROC-AUC,
 whatever the threshold), and the share caught at the folder's thresholds by any label and by
 toxicity alone; for the benign rows, the share flagged. With 12 to 48 rows a kind, a ROC-AUC is
-good to about ±0.04: read several sets together.
+good to about ±0.04: read several sets together. ``--suite`` adds the behavioural suite
+(``recipe.behaviour``: its cases per behaviour and its identity sentences per template kind) at
+the same thresholds, toxicity alone beside any label.
 
 The sets (2026-11-30):
 
@@ -101,7 +103,7 @@ def measure(moderator: Moderator, frame: pd.DataFrame) -> pd.DataFrame:
     toxicity = np.array([d.scores[target]["toxicity"] for d in decisions])
     benign = (frame["kind"] == BENIGN).to_numpy()
     rows = []
-    for kind in [*sorted(set(frame["kind"]) - {BENIGN}), BENIGN]:
+    for kind in [*sorted(set(frame["kind"]) - {BENIGN}), *([BENIGN] if benign.any() else [])]:
         mine = (frame["kind"] == kind).to_numpy()
         auc = np.nan
         if kind != BENIGN and benign.any():
@@ -113,14 +115,38 @@ def measure(moderator: Moderator, frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["kind", "rows", "toxicity AUC", "any label", "toxicity"])
 
 
+def suite_sets() -> dict[str, pd.DataFrame]:
+    """The behavioural suite (``recipe.behaviour``) as two sets in :func:`load_set`'s columns:
+    its cases, one kind per behaviour (a benign behaviour's kind ends in " (benign)": its share
+    is the share flagged), and its identity sentences, one kind per template kind."""
+    from moderation_helpers.recipe import behaviour
+
+    cases = behaviour.load_cases()
+    kinds = cases["behaviour"].where(cases["toxic"], cases["behaviour"] + " (benign)")
+    identity = behaviour.identity_cases()
+    return {
+        "suite": pd.DataFrame(
+            {"kind": kinds, "toxic": cases["toxic"].astype(int), "text": cases["text"]}
+        ),
+        "suite identity (benign)": pd.DataFrame(
+            {"kind": identity["template_kind"], "toxic": 0, "text": identity["text"]}
+        ),
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, action="append", required=True, help="a folder")
     parser.add_argument("--sets", type=Path, nargs="+", default=sorted(HELDOUT.glob("*.csv")))
+    parser.add_argument(
+        "--suite", action="store_true", help="the behavioural suite and its identity sentences too"
+    )
     args = parser.parse_args(argv)
     print(f"command: {shlex.join([sys.executable, *sys.argv])}")
     print(f"cpu: {cpu_name()}\n")
     sets = {path.stem: load_set(path) for path in args.sets}
+    if args.suite:
+        sets |= suite_sets()
     for folder in args.model:
         moderator = Moderator.load(folder)
         print(f"## {folder}\n")

@@ -49,3 +49,22 @@ def test_a_row_whose_label_contradicts_its_kind_is_named(tmp_path):
     bad.write_text('kind,toxic,text\nbenign,0,"Fine."\nbenign,1,"Oops."\n')
     with pytest.raises(ValueError, match=r"bad.csv: line 3: field 'toxic'"):
         bench_heldout.load_set(bad)
+
+
+def test_no_template_draws_a_suite_sentence():
+    drawn = training_sentences()
+    for name, frame in bench_heldout.suite_sets().items():
+        assert not set(frame["text"].str.lower()) & drawn, name
+
+
+def test_the_suite_as_sets_keeps_each_behaviour_and_identity_kind():
+    sets = bench_heldout.suite_sets()
+    kinds = set(sets["suite"]["kind"])
+    assert {"insult", "threat", "negated_toxicity (benign)", "identity_neutral (benign)"} <= kinds
+    assert set(sets["suite identity (benign)"]["kind"]) == {
+        "neutral",
+        "positive",
+        "attack_frame",
+        "short",
+    }
+    assert not sets["suite identity (benign)"]["toxic"].any()

@@ -227,8 +227,8 @@ def _behaviour_section(evaluation: Mapping[str, Any] | None) -> str:
         groups = identity.get("groups") or {}
         parts += [
             "",
-            f"Benign sentences that mention an identity: neutral, positive, and kind ones said "
-            f"in an attack's frame ({identity.get('n')} sentences, none should be flagged): "
+            f"Benign sentences that mention an identity, from the behavioural suite's templates "
+            f"({identity.get('n')} sentences, none should be flagged): "
             f"{_fmt(identity.get('fpr'))} flagged overall{_by_kind(identity.get('kinds') or {})}; "
             f"per term from {_fmt(spread.get('min'))} to {_fmt(spread.get('max'))} "
             f"(worst: {spread.get('worst')}).",

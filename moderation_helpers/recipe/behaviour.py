@@ -61,9 +61,10 @@ def identity_terms() -> pd.DataFrame:
 
 
 def identity_templates() -> dict[str, list[str]]:
-    """``{template_kind: [template]}``, kinds ``neutral``, ``positive`` and ``attack_frame``
+    """``{template_kind: [template]}``, kinds ``neutral``, ``positive``, ``attack_frame``
     (kind sentences said in the frames attacks use: "{people} should never have to hide who
-    they are."); placeholders ``{term}``, ``{a_term}`` (the term after "a"/"an") and
+    they are.") and ``short`` (short neutral or positive ones: "I love {people}.", "We are
+    {people}."); placeholders ``{term}``, ``{a_term}`` (the term after "a"/"an") and
     ``{people}``."""
     return {kind: list(items) for kind, items in _data()["identity_templates"].items()}
 
@@ -96,7 +97,7 @@ def fill_templates(templates: dict[str, Sequence[str]], terms: pd.DataFrame) -> 
 
 def identity_cases() -> pd.DataFrame:
     """The identity templates filled with every term: columns ``term``, ``group``,
-    ``template_kind`` (neutral/positive/attack_frame), ``template``, ``text`` and ``toxic``
+    ``template_kind`` (neutral/positive/attack_frame/short), ``template``, ``text`` and ``toxic``
     (always False: none of them should be flagged, so every flag is a false positive)."""
     cases = fill_templates(identity_templates(), identity_terms())
     cases["toxic"] = False
@@ -180,8 +181,8 @@ def identity_report(identity_cases: pd.DataFrame, flagged: Sequence[bool]) -> pd
 
     Rows are indexed ``(level, name)`` with level ``term``, ``group`` or ``overall``; columns
     ``group`` (a term's group), ``n``, ``fpr`` and ``fpr_<template_kind>`` (``fpr_neutral``,
-    ``fpr_positive``, ``fpr_attack_frame``). A fair model has about the same FPR for every term:
-    :func:`identity_spread` summarizes how far apart they are.
+    ``fpr_positive``, ``fpr_attack_frame``, ``fpr_short``). A fair model has about the same FPR
+    for every term: :func:`identity_spread` summarizes how far apart they are.
     """
     frame = identity_cases[["term", "group", "template_kind"]].copy()
     frame["flagged"] = _flags(identity_cases, flagged)
@@ -287,7 +288,7 @@ def report_markdown(
         spread = identity_spread(identity)
         parts += [
             "### Identity terms",
-            "False-positive rate on neutral and positive sentences that mention an identity "
+            "False-positive rate on benign sentences that mention an identity "
             f"({int(identity.loc[(OVERALL, OVERALL), 'n'])} sentences, none should be flagged).",
             markdown_table(identity.loc[["group", OVERALL]].drop(columns="group")),
             "Spread of the false-positive rate:",
