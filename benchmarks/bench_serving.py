@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_factory import DEFAULT_SOURCE, load_average, prepare, train_job  # noqa: E402
 from bench_load import cpu_model, first_request  # noqa: E402
 
+from moderation_helpers.factory.config import DEFAULT_GRAPH, GRAPHS  # noqa: E402
 from moderation_helpers.model.explain import explain_speed  # noqa: E402
 from moderation_helpers.model.moderator import Moderator  # noqa: E402
 
@@ -146,7 +147,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--texts", type=int, default=1000, help="texts timed per engine")
     parser.add_argument("--corpus-rows", type=int, default=200_000, help="Ray corpus size")
     parser.add_argument("--ray-variant", choices=("fp32", "int8"), default="int8")
-    parser.add_argument("--graph", choices=("auto", "fp32", "int8"), help="the factory's graph")
+    parser.add_argument(
+        "--graph", choices=GRAPHS, help=f"the factory's graph (default {DEFAULT_GRAPH})"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
 

@@ -44,7 +44,8 @@ def factory(tmp_path_factory):
     """
     from moderation_helpers.factory.process import start_factory, stop_factory
 
-    # fp32 pinned: tests compare the factory's scores with the exported fp32 graph's (1e-4).
+    # fp32 (the default) whatever the caller's environment says: tests compare the factory's
+    # scores with the exported fp32 graph's (1e-4).
     graph = os.environ.get("MODERATION_FACTORY_GRAPH")
     os.environ["MODERATION_FACTORY_GRAPH"] = "fp32"
     try:

@@ -1,6 +1,7 @@
 """The factory's classification runtime: the exported folder (made once, with what int8 costs
-measured), the graph rule (int8 only within its AUC bound, fp32 pinned on demand), the
-calibration cached per model, and the Moderator tokenizing each request once in the batcher."""
+measured), the graph rule (fp32 by default; int8 when pinned, or with auto within its AUC
+bound), the calibration cached per model, and the Moderator tokenizing each request once in the
+batcher."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 
 from moderation_helpers.classifier.network import Target
 from moderation_helpers.classifier.training import TrainSettings, train
+from moderation_helpers.factory.config import ServingConfig
 from moderation_helpers.factory.exports import EXPORT_DIR, export_dir, export_trained
 from moderation_helpers.factory.serving import runtime
 from moderation_helpers.factory.serving.batcher import Batcher, BatchSettings
@@ -93,13 +95,15 @@ def _record(int8_cost: float | None, speeds=(300.0, 200.0, 100.0)) -> dict:
     }
 
 
-def test_int8_serves_only_within_its_auc_bound_unless_pinned():
-    assert runtime.pick(_record(0.004)) == "onnx-int8"
-    assert runtime.pick(_record(0.006)) == "onnx-fp32"
-    assert runtime.pick(_record(None)) == "onnx-fp32"
-    assert runtime.pick(_record(0.004), "fp32") == "onnx-fp32"  # the pin
+def test_fp32_serves_by_default_and_int8_only_when_asked_for():
+    assert runtime.pick(_record(0.0)) == "onnx-fp32"  # int8 faster and free: still fp32
+    assert ServingConfig().graph == "fp32"
+    assert runtime.pick(_record(0.004), "auto") == "onnx-int8"
+    assert runtime.pick(_record(0.006), "auto") == "onnx-fp32"  # beyond its AUC bound
+    assert runtime.pick(_record(None), "auto") == "onnx-fp32"  # cost unmeasured
     assert runtime.pick(_record(0.006), "int8") == "onnx-int8"
-    assert runtime.pick(_record(0.004, speeds=(100.0, 300.0, 10.0))) == "onnx-fp32"  # measured
+    assert runtime.pick(_record(0.004, speeds=(100.0, 300.0, 10.0)), "auto") == "onnx-fp32"
+    assert runtime.pick(_record(0.0, speeds=(300.0, 100.0, 200.0))) == "torch-fp32"  # measured
     assert runtime.pick({"candidates": {}}) == "torch-fp32"
     with pytest.raises(ValueError):
         runtime.pick(_record(0.0), "fp16")
@@ -116,8 +120,8 @@ def test_the_calibration_is_cached_per_model_and_machine(model_dir, monkeypatch)
         return _record(0.0)
 
     monkeypatch.setattr(runtime, "calibrate", fake_calibrate)
-    assert runtime.choose(model_dir) == "onnx-int8"
-    assert runtime.choose(model_dir, "fp32") == "onnx-fp32"  # the same calibration
+    assert runtime.choose(model_dir, "auto") == "onnx-int8"
+    assert runtime.choose(model_dir) == "onnx-fp32"  # the same calibration
     assert len(calls) == 1
     saved = json.loads(cache.read_text())
     assert saved["machine"] == runtime.machine()
@@ -135,7 +139,7 @@ def test_model_cache_serves_the_chosen_runtime(model_dir, monkeypatch):
         ("onnx-fp32", Moderator, "fp32"),
         ("torch-fp32", runtime.TorchRuntime, "fp32"),
     ):
-        monkeypatch.setattr(runtime, "choose", lambda path, graph="auto", c=choice: c)
+        monkeypatch.setattr(runtime, "choose", lambda path, graph="fp32", c=choice: c)
         cache = ModelCache()
         loaded = cache.get("m", model_dir)
         assert isinstance(loaded, kind) and loaded.variant == variant

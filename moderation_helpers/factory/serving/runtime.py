@@ -3,10 +3,11 @@
 Candidates: the model's exported graphs (``<model folder>/export/``, :mod:`..exports`) run by the
 :class:`~moderation_helpers.model.moderator.Moderator`, fp32 and int8, and the trainer's torch
 model in float32 (the reference, and the fallback). An fp32 candidate qualifies only if its
-scores match torch fp32's within :data:`TOLERANCE` (max abs) on the calibration texts; the int8
-graph only if the export measured its macro ROC-AUC cost on the job's validation file at most
-:data:`INT8_MAX_AUC_COST` (``graph="auto"``, the default), never when the server pins fp32
-(``graph="fp32"``), always when it pins int8. Of those, the one with the most texts/s is used.
+scores match torch fp32's within :data:`TOLERANCE` (max abs) on the calibration texts. The int8
+graph is never used with ``graph="fp32"`` (the default: thresholds tuned on the factory's scores
+then hold for the exported folder, which serves fp32), always when the server pins int8, and with
+``graph="auto"`` only if the export measured its macro ROC-AUC cost on the job's validation file
+at most :data:`INT8_MAX_AUC_COST`. Of those, the one with the most texts/s is used.
 
 The speeds come from a short calibration on this machine (a few seconds), made by the training
 process right after the export and cached in the model's ``runtime.json`` for as long as the
@@ -30,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from moderation_helpers.core.files import atomic_write_text
-from moderation_helpers.factory.config import GRAPHS
+from moderation_helpers.factory.config import DEFAULT_GRAPH, GRAPHS
 from moderation_helpers.model.folder import int8_auc_cost
 
 log = logging.getLogger("moderation_helpers.factory")
@@ -154,7 +155,7 @@ def calibrate(model_dir: str | os.PathLike, texts: Sequence[str] = CALIBRATION_T
     }
 
 
-def pick(record: dict[str, Any], graph: str = "auto") -> str:
+def pick(record: dict[str, Any], graph: str = DEFAULT_GRAPH) -> str:
     """The fastest candidate of a calibration ``record`` that ``graph`` allows (see the module
     docstring); torch fp32 when none does."""
     if graph not in GRAPHS:
@@ -187,7 +188,7 @@ def calibrate_model(model_dir: str | os.PathLike) -> dict[str, Any]:
     return record
 
 
-def choose(model_dir: str | os.PathLike, graph: str = "auto") -> str:
+def choose(model_dir: str | os.PathLike, graph: str = DEFAULT_GRAPH) -> str:
     """The runtime to use on this machine: from the model's cached calibration when it is of
     this machine, else calibrated now (and cached)."""
     cache = Path(model_dir) / RUNTIME_JSON
@@ -203,7 +204,7 @@ def choose(model_dir: str | os.PathLike, graph: str = "auto") -> str:
 
 def load_runtime(
     model_dir: str | os.PathLike,
-    graph: str = "auto",
+    graph: str = DEFAULT_GRAPH,
     export: Callable[[], Any] | None = None,
 ) -> Any:
     """The fastest runtime for this model that ``graph`` allows (see the module docstring).
