@@ -41,7 +41,7 @@ def _corpus_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--batch-tokens",
         type=int,
-        help="padded tokens per ONNX call (default: the Moderator's, 4096 on CPU)",
+        help="padded tokens per ONNX call (default: the Moderator's, 512 on CPU)",
     )
     parser.add_argument("--block-rows", type=int, help="rows per block / part file")
     parser.add_argument(

@@ -46,9 +46,11 @@ from moderation_helpers.model.folder import (
 
 log = logging.getLogger("moderation_helpers.model.moderator")
 
-# Padded tokens per batch (rows x longest row). On CPU, throughput is flat past a few thousand
-# tokens and larger batches only add latency and memory; a GPU wants much larger batches.
-DEFAULT_TOKEN_BUDGET = 4096
+# Padded tokens per batch (rows x longest row). On CPU small batches are faster: a batch's
+# activations stay in the cache (benchmarks/bench_token_budget.py, 2-core EPYC: 512 tokens
+# scored requests of 100 comments 1.6-1.8x as fast as 4096, fp32 and int8). A GPU wants
+# much larger batches.
+DEFAULT_TOKEN_BUDGET = 512
 CUDA_TOKEN_BUDGET = 65536
 MAX_BATCH_ROWS = 256
 
@@ -121,7 +123,7 @@ class Moderator:
         """Load an exported model folder. ``variant``: ``"fp32"`` or ``"int8"``; ``threads``:
         onnxruntime's intra-op threads (default: the cores this process may use);
         ``providers``: onnxruntime execution providers (default: CUDA if present, then CPU);
-        ``token_budget``: padded tokens per batch (default: 4096 on CPU, 65536 on CUDA)."""
+        ``token_budget``: padded tokens per batch (default: 512 on CPU, 65536 on CUDA)."""
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
