@@ -46,10 +46,10 @@ from moderation_helpers.model.folder import (
 
 log = logging.getLogger("moderation_helpers.model.moderator")
 
-# Padded tokens per batch (rows x longest row). On CPU small batches are faster: a batch's
-# activations stay in the cache (benchmarks/bench_token_budget.py, 2-core EPYC: 512 tokens
-# scored requests of 100 comments 1.6-1.8x as fast as 4096, fp32 and int8). A GPU wants
-# much larger batches.
+# Padded tokens per batch (rows x longest row). On CPU small batches are faster, likely because
+# their activations stay in the cache (benchmarks/bench_token_budget.py, 2-core EPYC: requests
+# of 100 comments scored 1.5-1.8x as fast at 512 as at 4096, fp32 and int8; 128 to 1024 alike).
+# A GPU wants much larger batches.
 DEFAULT_TOKEN_BUDGET = 512
 CUDA_TOKEN_BUDGET = 65536
 MAX_BATCH_ROWS = 256
