@@ -43,12 +43,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, required=True, help="an exported model folder")
     parser.add_argument("--source", type=Path, default=MIRROR)
-    parser.add_argument(
-        "--budgets", type=int, nargs="+", default=[256, 512, 1024, 2048, DEFAULT_TOKEN_BUDGET]
-    )
+    parser.add_argument("--budgets", type=int, nargs="+", default=[128, 256, 512, 1024, 4096])
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=None, help="onnxruntime threads (all)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="onnxruntime and torch threads (default: all cores)",
+    )
     args = parser.parse_args(argv)
+    if args.threads:  # the baseline too, so that the ratios compare like with like
+        import torch
+
+        torch.set_num_threads(args.threads)
     texts = mirror_texts(args.source, ["train", "validation", "test"])
     print(f"command: python {' '.join(sys.argv)}")
     print(f"CPU: {cpu_model()}; load average (1 min) before: {os.getloadavg()[0]:.2f}")
