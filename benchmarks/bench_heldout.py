@@ -53,6 +53,10 @@ The sets (2026-11-30):
   that name a group ("Gay people are kind.", "I have nothing against Black people.", "We are
   Sikhs.") beside short hate; written before short kind templates were tried (not kept), which
   were written apart from it.
+- ``profanity_k.csv`` (2026-12-01, sixth session): swearing aimed at no one ("Fuck, I burned
+  the toast again.", "This lasagna is fucking delicious.") beside the same words aimed at a
+  person or a group; written before the profanity templates of ``recipe.profanity_examples``
+  and read while they were tried (a development set; not kept as a default).
 
 Never write a template from these sentences: write a new set first (tests check that no training
 template fills to one of them).

@@ -10,7 +10,7 @@ rows and cross-validates the project's classifier (``recipe.cv``) on them, for e
 with 02's steps (``--steps``) and 01's additions to the training split (``recipe.augment``;
 defaults as the notebooks'): the template sentences (``--identity-examples``,
 ``--identity-attacks``, ``--context-examples``, ``--abuse-examples``, ``--opinion-examples``,
-``--idiom-examples``)
+``--idiom-examples``, ``--profanity-examples``)
 join every training fold and are never scored; the respelled copies (``--spelling-variants``)
 are made from each fold's own training rows. Prints per-label ROC-AUC and AP as mean ± sd over
 the folds run, the training steps' seconds, the behavioural suite (``recipe.behaviour``) per
@@ -67,6 +67,7 @@ def prepared_rows(source: Path, args: argparse.Namespace) -> tuple[list[dict], l
         abuse=args.abuse_examples,
         opinion=args.opinion_examples,
         idioms=args.idiom_examples,
+        profanity=args.profanity_examples,
         seed=args.seed,
     )
     augment = []
@@ -273,6 +274,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--abuse-examples", type=int, default=160)
     parser.add_argument("--opinion-examples", type=int, default=120)
     parser.add_argument("--idiom-examples", type=int, default=50)
+    parser.add_argument("--profanity-examples", type=int, default=0)
     parser.add_argument("--spelling-variants", type=int, default=100)
     parser.add_argument("--base-rate", type=float, default=0.08, help="04's, for the suite")
     parser.add_argument("--no-suite", action="store_true", help="skip the behavioural suite")

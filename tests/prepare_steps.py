@@ -46,6 +46,7 @@ def prepare_steps(
     abuse_examples: int = 160,
     opinion_examples: int = 120,
     idiom_examples: int = 50,
+    profanity_examples: int = 0,
 ) -> dict[str, Any]:
     """Run 01_prepare's calls with the notebook's parameters; return ``prepare_summary.json``."""
     parameters = {k: v for k, v in locals().items() if k not in ("data_source", "run_dir")}
@@ -73,6 +74,7 @@ def prepare_steps(
         abuse=abuse_examples,
         opinion=opinion_examples,
         idioms=idiom_examples,
+        profanity=profanity_examples,
         seed=seed,
     )
     plot_distribution(kept, path=run_path / DISTRIBUTION_PNG)

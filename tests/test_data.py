@@ -28,6 +28,7 @@ NO_ADDITIONS = dict.fromkeys(
         "abuse_examples",
         "opinion_examples",
         "idiom_examples",
+        "profanity_examples",
     ),
     0,
 )

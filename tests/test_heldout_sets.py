@@ -12,6 +12,7 @@ from moderation_helpers.recipe import context_examples as ce
 from moderation_helpers.recipe import identity_examples as ie
 from moderation_helpers.recipe import idiom_examples as ide
 from moderation_helpers.recipe import opinion_examples as oe
+from moderation_helpers.recipe import profanity_examples as pe
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
@@ -24,7 +25,7 @@ SETS = sorted((BENCHMARKS / "heldout").glob("*.csv"))
 def training_sentences() -> set[str]:
     """Every sentence 01's template additions can draw (lower-cased)."""
     pools = [ie.example_pool(), ie.example_pool(ie.ATTACK_TEMPLATES), ce.context_pool()]
-    pools += [oe.opinion_pool(), ide.idiom_pool()]
+    pools += [oe.opinion_pool(), ide.idiom_pool(), pe.profanity_pool()]
     pools += [ab.abuse_pool(k, abusive) for k in ab.KINDS.values() for abusive in (True, False)]
     return {text.lower() for pool in pools for text in pool["text"]}
 

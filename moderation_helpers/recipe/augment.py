@@ -6,8 +6,9 @@ benign sentences that mention identities and clear attacks on groups
 (:mod:`~moderation_helpers.recipe.identity_examples`), benign sentences that negate, report
 or reject a strong word (:mod:`~moderation_helpers.recipe.context_examples`), plain insults
 and threats beside the same sentences made kind (:mod:`~moderation_helpers.recipe.abuse_examples`),
-civil opinions on charged topics (:mod:`~moderation_helpers.recipe.opinion_examples`), and
-violent words used figuratively (:mod:`~moderation_helpers.recipe.idiom_examples`). Only
+civil opinions on charged topics (:mod:`~moderation_helpers.recipe.opinion_examples`),
+violent words used figuratively (:mod:`~moderation_helpers.recipe.idiom_examples`), and
+profanity aimed at no one (:mod:`~moderation_helpers.recipe.profanity_examples`). Only
 the training split grows: validation and test stay real comments, so 04's figures measure real
 text.
 """
@@ -21,6 +22,7 @@ from moderation_helpers.recipe.context_examples import context_examples
 from moderation_helpers.recipe.identity_examples import identity_attacks, identity_examples
 from moderation_helpers.recipe.idiom_examples import idiom_examples
 from moderation_helpers.recipe.opinion_examples import opinion_examples
+from moderation_helpers.recipe.profanity_examples import profanity_examples
 from moderation_helpers.recipe.spelling_variants import spelling_variants
 from moderation_helpers.recipe.template_draws import with_examples
 
@@ -34,10 +36,12 @@ def template_additions(
     abuse: int = 0,
     opinion: int = 0,
     idioms: int = 0,
+    profanity: int = 0,
     seed: int = 0,
 ) -> dict[str, pd.DataFrame]:
     """The additions written from templates, which need no comment of the split: by kind
-    (``identity``, ``attack``, ``context``, ``abuse``, ``opinion``, ``idiom``), ``text`` + one
+    (``identity``, ``attack``, ``context``, ``abuse``, ``opinion``, ``idiom``, ``profanity``),
+    ``text`` + one
     column per label. Each count is the rows wanted of that kind (0: none); the same ``seed``
     gives the same rows."""
     return {
@@ -47,6 +51,7 @@ def template_additions(
         "abuse": abuse_examples(abuse, seed=seed, labels=labels),
         "opinion": opinion_examples(opinion, seed=seed, labels=labels),
         "idiom": idiom_examples(idioms, seed=seed, labels=labels),
+        "profanity": profanity_examples(profanity, seed=seed, labels=labels),
     }
 
 
@@ -63,7 +68,8 @@ def augment_training(
 
     ``spelling``: the respelled copies, made first and from the split's own comments only;
     ``counts``: the template additions' counts, named as :func:`template_additions` names them
-    (``identity``, ``attacks``, ``context``, ``abuse``, ``opinion``, ``idioms``). Each count is
+    (``identity``, ``attacks``, ``context``, ``abuse``, ``opinion``, ``idioms``, ``profanity``).
+    Each count is
     the rows wanted of that kind (0: none); the same ``seed`` gives byte-identical rows.
     """
     labels = list(flags.columns)
