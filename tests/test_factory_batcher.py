@@ -333,6 +333,26 @@ def test_responses_name_the_graph_that_answered(tmp_path, monkeypatch):
     assert responses[0].headers["X-Moderation-Graph"] == "fp32"
 
 
+def test_the_thresholds_route_names_the_graph_once_the_model_has_scored(tmp_path, monkeypatch):
+    """04 records this graph in thresholds.json: the SDK hides X-Moderation-Graph."""
+    app = app_with_model(tmp_path, monkeypatch, EncodingRuntime(), batch_window_ms=1)
+    url = f"/v1/fine_tuning/models/{MODEL_ID}/thresholds"
+
+    async def session():
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                before = (await client.get(url)).json()["graph"]
+                body = {"model": MODEL_ID, "input": ["a text"]}
+                assert (await client.post("/v1/classifications", json=body)).status_code == 200
+                after = (await client.get(url)).json()["graph"]
+                tuned = {"thresholds": {"moderation": {"toxic": 0.7}}}
+                put = (await client.put(url, json=tuned)).json()["graph"]
+                return before, after, put
+
+    assert asyncio.run(session()) == (None, "int8", "int8")
+
+
 def test_the_graph_setting_reaches_the_runtime_loader(tmp_path, monkeypatch):
     seen = []
 

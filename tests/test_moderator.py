@@ -127,6 +127,25 @@ def test_a_folder_without_thresholds_moderates_at_one_half_and_says_so_once(
     assert first == Moderator.load(exported_model).moderate(TEXTS)
 
 
+def test_thresholds_tuned_on_the_other_graph_are_named_at_load(exported_model, tmp_path, caplog):
+    import shutil
+
+    copy = tmp_path / "int8-thresholds"
+    shutil.copytree(exported_model, copy)
+    record = json.loads((copy / THRESHOLDS_JSON).read_text(encoding="utf-8"))
+    (copy / THRESHOLDS_JSON).write_text(json.dumps({**record, "graph": "int8"}), encoding="utf-8")
+    caplog.set_level(logging.WARNING, logger="moderation_helpers.model.moderator")
+    assert Moderator.load(copy, variant="int8").thresholds_graph == "int8"
+    assert not [r for r in caplog.records if "tuned on" in r.getMessage()]
+    assert Moderator.load(copy).variant == "fp32"
+    warned = [r.getMessage() for r in caplog.records if "tuned on int8 scores" in r.getMessage()]
+    assert len(warned) == 1 and "variant='int8'" in warned[0]
+
+    (copy / THRESHOLDS_JSON).write_text(json.dumps({**record, "graph": "fp16"}), encoding="utf-8")
+    with pytest.raises(ModelFolderError, match=r"thresholds.json: field graph: .*'fp16'"):
+        Moderator.load(copy)
+
+
 def test_moderate_names_unknown_thresholds(moderator):
     with pytest.raises(ValueError, match="does not score"):
         moderator.moderate(TEXTS, thresholds={"moderation": {"spam": 0.5}})

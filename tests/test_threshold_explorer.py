@@ -47,7 +47,13 @@ def explorer(splits, tmp_path):
     truth, scores = splits
     tuned = ev.best_f1_thresholds(truth["validation"], scores["validation"])
     return te.ThresholdExplorer(
-        truth, scores, tuned, run_dir=tmp_path, model="ft:classifier:x", backend="local"
+        truth,
+        scores,
+        tuned,
+        run_dir=tmp_path,
+        model="ft:classifier:x",
+        backend="local",
+        graph="fp32",
     )
 
 
@@ -118,7 +124,9 @@ def test_slider_moves_the_figures_and_the_curve(explorer):
 
 
 def test_save_writes_thresholds_json_that_moderate_reads(explorer, tmp_path):
-    tuned_record = thresholds_record(explorer.thresholds, model="ft:classifier:x", backend="local")
+    tuned_record = thresholds_record(
+        explorer.thresholds, model="ft:classifier:x", backend="local", graph="fp32"
+    )
     explorer.widget()
     explorer._sliders[("moderation", "threat")].value = 0.75
     explorer._on_save()
@@ -128,9 +136,9 @@ def test_save_writes_thresholds_json_that_moderate_reads(explorer, tmp_path):
     assert unchanged == {
         k: v for k, v in tuned_record["thresholds"]["moderation"].items() if k != "threat"
     }
-    assert {k: saved[k] for k in ("model", "backend", "safe_label", "rule")} == {
-        k: tuned_record[k] for k in ("model", "backend", "safe_label", "rule")
-    }
+    kept = ("model", "backend", "safe_label", "rule", "graph")
+    assert {k: saved[k] for k in kept} == {k: tuned_record[k] for k in kept}
+    assert saved["graph"] == "fp32"
     # The notebook's table follows, so that the cells below evaluate the chosen thresholds.
     table = explorer.thresholds
     assert table.at[("moderation", "threat"), "threshold"] == 0.75
@@ -145,7 +153,9 @@ def test_save_writes_thresholds_json_that_moderate_reads(explorer, tmp_path):
 
 
 def test_saving_the_tuned_thresholds_is_byte_identical_to_the_notebook(explorer, tmp_path):
-    record = thresholds_record(explorer.thresholds, model="ft:classifier:x", backend="local")
+    record = thresholds_record(
+        explorer.thresholds, model="ft:classifier:x", backend="local", graph="fp32"
+    )
     before = save_thresholds(tmp_path, record).read_bytes()
     explorer.save()
     assert (tmp_path / "thresholds.json").read_bytes() == before

@@ -285,7 +285,8 @@ def variant_path(folder: str | os.PathLike, record: Mapping[str, Any], variant: 
 
 
 def read_thresholds(folder: str | os.PathLike) -> dict[str, Any] | None:
-    """The folder's ``thresholds.json`` document, or None when it has none."""
+    """The folder's ``thresholds.json`` document, or None when it has none. Its optional
+    ``graph`` names the variant whose scores the thresholds were tuned on."""
     path = Path(folder) / THRESHOLDS_JSON
     if not path.is_file():
         return None
@@ -299,6 +300,11 @@ def read_thresholds(folder: str | os.PathLike) -> dict[str, Any] | None:
         for v in table.values()
     ):
         raise ModelFolderError(f"{path}: field thresholds: expected {{target: {{label: number}}}}")
+    graph = record.get("graph")
+    if graph is not None and graph not in VARIANT_FILES:
+        raise ModelFolderError(
+            f"{path}: field graph: expected one of {sorted(VARIANT_FILES)} or null, got {graph!r}"
+        )
     return record
 
 

@@ -98,6 +98,20 @@ class Moderator:
             thresholds["thresholds"] if thresholds else None
         )
         self.safe_label: str = (thresholds or {}).get("safe_label") or SAFE_LABEL
+        # The graph whose scores the thresholds were tuned on (None: not recorded).
+        self.thresholds_graph: str | None = (thresholds or {}).get("graph")
+        if self.thresholds_graph not in (None, variant):
+            # int8 moves single scores by up to 0.15 (the docs run): a tuned cut-off then flags
+            # other comments than 04 measured, with nothing else to show it.
+            log.warning(
+                "%s: thresholds.json was tuned on %s scores and this Moderator runs the %s graph:"
+                " load variant=%r, or tune thresholds on %s scores",
+                folder,
+                self.thresholds_graph,
+                variant,
+                self.thresholds_graph,
+                variant,
+            )
         self._warned_default = False
         self._outputs = [t["output"] for t in record["targets"]]
         self._pad_id = int(record["tokenizer"]["pad_id"])

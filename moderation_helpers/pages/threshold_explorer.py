@@ -152,7 +152,8 @@ class ThresholdExplorer:
     """A slider per label over the validation and test figures, and a button that saves.
 
     ``base_rates`` (``{(target, label): share of positives in the traffic}``) adds, per label,
-    the share of comments it would flag and its precision on such traffic.
+    the share of comments it would flag and its precision on such traffic. ``graph``: the graph
+    that scored (``thresholds_record``'s), saved with the thresholds.
 
     ``thresholds`` is the table of :func:`evaluate.best_f1_thresholds` (column ``threshold``,
     indexed by ``(target, label)``); the sliders start there. Saving writes ``thresholds.json``
@@ -172,6 +173,7 @@ class ThresholdExplorer:
         backend: str,
         safe_label: str = SAFE_LABEL,
         base_rates: Mapping[Column, float] | None = None,
+        graph: str | None = None,
     ) -> None:
         missing = [s for s in SPLITS if s not in scores or s not in truth]
         if missing:
@@ -181,7 +183,7 @@ class ThresholdExplorer:
         self.thresholds = thresholds
         self.columns: list[Column] = list(self.scores["validation"].columns)
         self.run_dir, self.model, self.backend = run_dir, model, backend
-        self.safe_label = safe_label
+        self.safe_label, self.graph = safe_label, graph
         self.base_rates = dict(base_rates) if base_rates else None
         self.initial = {c: float(thresholds.at[c, "threshold"]) for c in self.columns}
         self._widget: widgets.Widget | None = None
@@ -211,7 +213,11 @@ class ThresholdExplorer:
                     "f1"
                 ]
         record = thresholds_record(
-            self.thresholds, model=self.model, backend=self.backend, safe_label=self.safe_label
+            self.thresholds,
+            model=self.model,
+            backend=self.backend,
+            safe_label=self.safe_label,
+            graph=self.graph,
         )
         path = save_thresholds(self.run_dir, record)
         self.initial = {c: float(self.thresholds.at[c, "threshold"]) for c in self.columns}

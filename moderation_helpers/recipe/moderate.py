@@ -44,9 +44,16 @@ def fine_tuned_model(job: Mapping[str, Any]) -> str:
 
 
 def thresholds_record(
-    table: pd.DataFrame, *, model: str, backend: str, safe_label: str = SAFE_LABEL
+    table: pd.DataFrame,
+    *,
+    model: str,
+    backend: str,
+    safe_label: str = SAFE_LABEL,
+    graph: str | None = None,
 ) -> dict[str, Any]:
-    """The ``thresholds.json`` document from a ``best_f1_thresholds`` table."""
+    """The ``thresholds.json`` document from a ``best_f1_thresholds`` table. ``graph``: the
+    graph whose scores they were tuned on (``fp32`` or ``int8``, :func:`factory_graph`; None
+    where not known, as on the Mistral API), so that a Moderator loading another one can say so."""
     thresholds: dict[str, dict[str, float]] = {}
     for (target, label), value in table["threshold"].items():
         thresholds.setdefault(target, {})[label] = float(value)
@@ -55,6 +62,7 @@ def thresholds_record(
         "backend": backend,
         "safe_label": safe_label,
         "rule": FLAG_RULE,
+        "graph": graph,
         "thresholds": thresholds,
     }
 
@@ -62,6 +70,32 @@ def thresholds_record(
 def save_thresholds(run_dir: str | os.PathLike, record: Mapping[str, Any]) -> Path:
     """Write ``thresholds.json`` into the run folder (atomically)."""
     return write_record(run_dir, THRESHOLDS_JSON, dict(record))
+
+
+def _thresholds_url(server_url: str, model: str) -> str:
+    return f"{server_url.rstrip('/')}/v1/fine_tuning/models/{model}/thresholds"
+
+
+def _auth(token: str | None) -> dict[str, str]:
+    token = token or os.environ.get(FACTORY_TOKEN_ENV)
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def factory_graph(
+    server_url: str, model: str, *, token: str | None = None, timeout: float = 30
+) -> str | None:
+    """The graph (``fp32`` or ``int8``) the local factory at ``server_url`` scores ``model``
+    with now, None while it has not loaded the model (a local-only field of
+    ``GET /v1/fine_tuning/models/{model}/thresholds``). Ask after classifying with it."""
+    import httpx
+
+    response = httpx.get(_thresholds_url(server_url, model), headers=_auth(token), timeout=timeout)
+    if response.status_code != 200:
+        raise RuntimeError(
+            f"asking {server_url} which graph scores {model} failed: "
+            f"{response.status_code} {response.text[:300]}"
+        )
+    return response.json().get("graph")
 
 
 def publish_thresholds(
@@ -76,11 +110,10 @@ def publish_thresholds(
     """
     import httpx
 
-    token = token or os.environ.get(FACTORY_TOKEN_ENV)
     response = httpx.put(
-        f"{server_url.rstrip('/')}/v1/fine_tuning/models/{record['model']}/thresholds",
+        _thresholds_url(server_url, record["model"]),
         json={"thresholds": record["thresholds"], "safe_label": record.get("safe_label")},
-        headers={"Authorization": f"Bearer {token}"} if token else {},
+        headers=_auth(token),
         timeout=timeout,
     )
     if response.status_code != 200:

@@ -14,7 +14,7 @@ from typing import Any
 
 from moderation_helpers.factory.config import ServingConfig
 from moderation_helpers.factory.serving.batcher import Batcher
-from moderation_helpers.factory.serving.runtime import load_runtime
+from moderation_helpers.factory.serving.runtime import graph_of, load_runtime
 from moderation_helpers.factory.store.db import Store
 
 
@@ -66,6 +66,18 @@ class ModelCache:
     def get(self, model_id: str, path: str | Path) -> Any:
         """The loaded runtime, loading it on first use (waits for the load)."""
         return self.batcher(model_id, path).runtime()
+
+    def loaded_graph(self, model_id: str) -> str | None:
+        """The graph (``fp32`` or ``int8``) that scores ``model_id`` now, or None while it is not
+        loaded (never loads it: a route that only reports must not wait for a model)."""
+        with self._lock:
+            batcher = self._batchers.get(model_id)
+        if batcher is None or not batcher.usable:
+            return None
+        try:
+            return graph_of(batcher.runtime(timeout=0))
+        except Exception:  # still loading (TimeoutError), or failed to: nothing to report
+            return None
 
     def evict(self, model_id: str) -> None:
         """Forget a model (deleted): its batcher answers what it holds, then stops."""

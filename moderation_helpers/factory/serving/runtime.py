@@ -72,6 +72,11 @@ class TorchRuntime:
         return np.fromiter(map(len, ids["input_ids"]), dtype=np.int64, count=len(texts))
 
 
+def graph_of(runtime: Any) -> str:
+    """The graph a runtime runs: ``int8`` or ``fp32`` (torch runtimes are fp32)."""
+    return getattr(runtime, "variant", "fp32")
+
+
 def machine() -> dict[str, Any]:
     """What a calibration depends on: it is redone when any of this changes."""
     import onnxruntime

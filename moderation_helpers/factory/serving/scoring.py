@@ -22,6 +22,7 @@ from fastapi import Response
 from moderation_helpers.factory.api.limits import check_texts, queue_full
 from moderation_helpers.factory.serving.batcher import Batcher, BatcherClosed, QueueFull
 from moderation_helpers.factory.serving.model_cache import ModelCache
+from moderation_helpers.factory.serving.runtime import graph_of
 
 Scores = dict[str, dict[str, float]]  # {target: {label: score}} for one input
 GRAPH_HEADER = "X-Moderation-Graph"
@@ -62,11 +63,6 @@ async def score_texts_async(
     if response is not None:
         response.headers[GRAPH_HEADER] = graph_of(batcher.runtime())
     return scores
-
-
-def graph_of(runtime: Any) -> str:
-    """The graph a runtime runs: ``int8`` or ``fp32`` (torch runtimes are fp32)."""
-    return getattr(runtime, "variant", "fp32")
 
 
 def score_texts(

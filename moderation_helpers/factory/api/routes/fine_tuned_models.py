@@ -7,8 +7,10 @@ the API: archiving tidies the list, it does not switch a model off.
 ``PUT /v1/fine_tuning/models/{id}/thresholds`` takes the ``thresholds.json`` document that
 ``04_infer`` writes (``moderation_helpers.recipe.moderate.publish_thresholds`` sends it); the
 thresholds are kept with the model in the store, and ``/v1/moderations`` flags with them.
-``GET`` on the same path shows what moderation uses now, ``DELETE`` goes back to 0.5. Mistral's
-API has no such routes.
+``GET`` on the same path shows what moderation uses now, ``DELETE`` goes back to 0.5. Each
+answer also names the ``graph`` (``fp32`` or ``int8``) that scores the model now, null while the
+factory has not loaded it: ``04_infer`` records it in ``thresholds.json``, since thresholds hold
+for the scores they were tuned on. Mistral's API has no such routes.
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ from fastapi import APIRouter
 
 from moderation_helpers.core.flags import DEFAULT_THRESHOLD
 from moderation_helpers.factory.api.responses import invalid, model_out
-from moderation_helpers.factory.api.routes.deps import StoreDep
+from moderation_helpers.factory.api.routes.deps import ModelsDep, StoreDep
 from moderation_helpers.factory.api.routes.models import model_or_404
 from moderation_helpers.factory.api.routes.moderations import flags_rule
 from moderation_helpers.factory.api.schemas import ThresholdsIn, UpdateModelIn
+from moderation_helpers.factory.serving.model_cache import ModelCache
 from moderation_helpers.factory.store.db import Store
 
 router = APIRouter(prefix="/v1/fine_tuning/models", tags=["fine-tuned models"])
@@ -52,7 +55,7 @@ def unarchive_model(store: StoreDep, model_id: str) -> dict[str, Any]:
     return {"id": model_id, "object": "model", "archived": False}
 
 
-def _thresholds_out(record: dict[str, Any]) -> dict[str, Any]:
+def _thresholds_out(record: dict[str, Any], models: ModelCache) -> dict[str, Any]:
     table, safe_label, source = flags_rule(record)
     thresholds: dict[str, dict[str, float]] = {}
     for (target, label), value in table.limits.items():
@@ -63,16 +66,19 @@ def _thresholds_out(record: dict[str, Any]) -> dict[str, Any]:
         "default": DEFAULT_THRESHOLD,
         "safe_label": safe_label,
         "thresholds": thresholds,
+        "graph": models.loaded_graph(record["id"]),
     }
 
 
 @router.get("/{model_id}/thresholds")
-def get_thresholds(store: StoreDep, model_id: str) -> dict[str, Any]:
-    return _thresholds_out(model_or_404(store, model_id))
+def get_thresholds(store: StoreDep, models: ModelsDep, model_id: str) -> dict[str, Any]:
+    return _thresholds_out(model_or_404(store, model_id), models)
 
 
 @router.put("/{model_id}/thresholds")
-def put_thresholds(store: StoreDep, model_id: str, body: ThresholdsIn) -> dict[str, Any]:
+def put_thresholds(
+    store: StoreDep, models: ModelsDep, model_id: str, body: ThresholdsIn
+) -> dict[str, Any]:
     record = model_or_404(store, model_id)
     labels = {t["name"]: set(t["labels"]) for t in record["targets"]}
     for target, values in body.thresholds.items():
@@ -85,9 +91,9 @@ def put_thresholds(store: StoreDep, model_id: str, body: ThresholdsIn) -> dict[s
             if not (math.isfinite(value) and 0.0 <= value <= 1.0):
                 raise invalid(where, "a threshold is a score between 0 and 1", value)
     updated = _update(store, model_id, thresholds=body.thresholds, safe_label=body.safe_label)
-    return _thresholds_out(updated)
+    return _thresholds_out(updated, models)
 
 
 @router.delete("/{model_id}/thresholds")
-def delete_thresholds(store: StoreDep, model_id: str) -> dict[str, Any]:
-    return _thresholds_out(_update(store, model_id, thresholds=None, safe_label=None))
+def delete_thresholds(store: StoreDep, models: ModelsDep, model_id: str) -> dict[str, Any]:
+    return _thresholds_out(_update(store, model_id, thresholds=None, safe_label=None), models)
