@@ -91,6 +91,7 @@ def assert_evaluation(run_dir: Path, n_validation: int, n_test: int) -> dict:
 
     thresholds = read_record(run_dir, THRESHOLDS_JSON)
     assert thresholds["model"] == record["fine_tuned_model"]
+    assert thresholds["graph"] == "fp32"  # the factory fixture serves fp32: what 04 scored with
     assert thresholds["thresholds"]["moderation"] == {k: v["threshold"] for k, v in labels.items()}
 
     predictions = pd.read_parquet(run_dir / PREDICTIONS)
