@@ -38,6 +38,13 @@ def default_store() -> Path:
     return Path(os.environ.get(FACTORY_STORE_ENV) or DEFAULT_FACTORY_STORE).expanduser()
 
 
+def factory_headers(token: str | None = None) -> dict[str, str]:
+    """The headers that authenticate to a local factory: ``token``, else
+    ``$MODERATION_FACTORY_TOKEN``, as a bearer token; none when neither is set."""
+    token = token or os.environ.get(FACTORY_TOKEN_ENV)
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
 def default_encoder_cache() -> Path:
     """The unzipped encoders' folder: ``$MODERATION_ENCODER_CACHE``, else the user's cache."""
     return Path(os.environ.get(ENCODER_CACHE_ENV) or DEFAULT_ENCODER_CACHE).expanduser()

@@ -101,8 +101,8 @@ class Moderator:
         # The graph whose scores the thresholds were tuned on (None: not recorded).
         self.thresholds_graph: str | None = (thresholds or {}).get("graph")
         if self.thresholds_graph not in (None, variant):
-            # int8 moves single scores by up to 0.15 (the docs run): a tuned cut-off then flags
-            # other comments than 04 measured, with nothing else to show it.
+            # int8 moves single scores by up to about 0.2 (05's check on the docs run): a tuned
+            # cut-off then flags other comments than 04 measured, with nothing else to show it.
             log.warning(
                 "%s: thresholds.json was tuned on %s scores and this Moderator runs the %s graph:"
                 " load variant=%r, or tune thresholds on %s scores",

@@ -41,9 +41,8 @@ def template_additions(
 ) -> dict[str, pd.DataFrame]:
     """The additions written from templates, which need no comment of the split: by kind
     (``identity``, ``attack``, ``context``, ``abuse``, ``opinion``, ``idiom``, ``profanity``),
-    ``text`` + one
-    column per label. Each count is the rows wanted of that kind (0: none); the same ``seed``
-    gives the same rows."""
+    ``text`` + one column per label. Each count is the rows wanted of that kind (0: none); the
+    same ``seed`` gives the same rows."""
     return {
         "identity": identity_examples(identity, seed=seed, labels=labels),
         "attack": identity_attacks(attacks, seed=seed, labels=labels),
@@ -69,8 +68,8 @@ def augment_training(
     ``spelling``: the respelled copies, made first and from the split's own comments only;
     ``counts``: the template additions' counts, named as :func:`template_additions` names them
     (``identity``, ``attacks``, ``context``, ``abuse``, ``opinion``, ``idioms``, ``profanity``).
-    Each count is
-    the rows wanted of that kind (0: none); the same ``seed`` gives byte-identical rows.
+    Each count is the rows wanted of that kind (0: none); the same ``seed`` gives byte-identical
+    rows.
     """
     labels = list(flags.columns)
     added = {

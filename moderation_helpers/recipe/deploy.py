@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote
 
-from moderation_helpers.core.env import FACTORY_TOKEN_ENV
+from moderation_helpers.core.env import FACTORY_TOKEN_ENV, factory_headers
 from moderation_helpers.core.files import atomic_folder, atomic_write_text, write_json
 from moderation_helpers.core.folder_route import ARCHIVE_SHA256_HEADER, FOLDER_PATH
 from moderation_helpers.model.folder import (
@@ -80,7 +80,7 @@ def _download(url: str, archive: Path, token: str | None, timeout: float) -> Non
     the factory announced."""
     import httpx
 
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    headers = factory_headers(token)
     try:
         with httpx.stream("GET", url, headers=headers, timeout=timeout) as response:
             if response.status_code != 200:
@@ -148,7 +148,6 @@ def fetch_model_folder(
     ``token``), never from a notebook parameter or a command-line argument. ``timeout`` is per
     network wait: the first request of a model exports it on the factory (up to a minute).
     """
-    token = token or os.environ.get(FACTORY_TOKEN_ENV)
     out = check_empty_output(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     url = server_url.rstrip("/") + FOLDER_PATH.format(model_id=quote(model_id, safe=":"))

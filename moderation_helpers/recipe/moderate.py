@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import pandas as pd
 
-from moderation_helpers.core.env import FACTORY_TOKEN_ENV
+from moderation_helpers.core.env import factory_headers
 from moderation_helpers.core.flags import FLAG_RULE, SAFE_LABEL, Thresholds, thresholds_table
 from moderation_helpers.core.statuses import SUCCESS
 from moderation_helpers.model.decisions import Decision
@@ -76,11 +76,6 @@ def _thresholds_url(server_url: str, model: str) -> str:
     return f"{server_url.rstrip('/')}/v1/fine_tuning/models/{model}/thresholds"
 
 
-def _auth(token: str | None) -> dict[str, str]:
-    token = token or os.environ.get(FACTORY_TOKEN_ENV)
-    return {"Authorization": f"Bearer {token}"} if token else {}
-
-
 def factory_graph(
     server_url: str, model: str, *, token: str | None = None, timeout: float = 30
 ) -> str | None:
@@ -89,7 +84,9 @@ def factory_graph(
     ``GET /v1/fine_tuning/models/{model}/thresholds``). Ask after classifying with it."""
     import httpx
 
-    response = httpx.get(_thresholds_url(server_url, model), headers=_auth(token), timeout=timeout)
+    response = httpx.get(
+        _thresholds_url(server_url, model), headers=factory_headers(token), timeout=timeout
+    )
     if response.status_code != 200:
         raise RuntimeError(
             f"asking {server_url} which graph scores {model} failed: "
@@ -113,7 +110,7 @@ def publish_thresholds(
     response = httpx.put(
         _thresholds_url(server_url, record["model"]),
         json={"thresholds": record["thresholds"], "safe_label": record.get("safe_label")},
-        headers=_auth(token),
+        headers=factory_headers(token),
         timeout=timeout,
     )
     if response.status_code != 200:
