@@ -18,33 +18,35 @@ assertions: the command, the CPU and the load are printed with them.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import shlex
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_explain import cpu_name  # noqa: E402
+from bench_token_budget import best_seconds  # noqa: E402
 
+from moderation_helpers.core.conversation import example_texts  # noqa: E402
+from moderation_helpers.core.jsonl import read_jsonl  # noqa: E402
 from moderation_helpers.model.moderator import DEFAULT_TOKEN_BUDGET, Moderator  # noqa: E402
+from moderation_helpers.recipe.run_folder import SPLIT_FILES  # noqa: E402
 
 ONE_BATCH = 10**9  # a token budget no request reaches
 
 
 def split_texts(run_dir: Path) -> list[str]:
-    """The run's validation and test texts (04's, real comments only)."""
+    """The run's validation and test texts (04's, real comments only; a chat run's renderings)."""
     return [
-        json.loads(line)["text"]
+        text
         for split in ("validation", "test")
-        for line in (run_dir / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()
-        if line.strip()
+        for text in example_texts(read_jsonl(run_dir / SPLIT_FILES[split]))
     ]
 
 
@@ -57,14 +59,9 @@ def scores(moderator: Moderator, texts: list[str], budget: int) -> pd.DataFrame:
 
 
 def texts_per_second(moderator: Moderator, texts: list[str], budget: int, rounds: int) -> float:
-    """The best of ``rounds`` timings of scoring ``texts`` in one call."""
+    """Scoring ``texts`` in one call, the best of ``rounds`` after a warm-up."""
     moderator.token_budget = budget
-    best = 0.0
-    for _ in range(rounds):
-        started = time.perf_counter()
-        moderator.score_frame(texts)
-        best = max(best, len(texts) / (time.perf_counter() - started))
-    return best
+    return len(texts) / best_seconds(lambda: moderator.score_frame(texts), rounds)
 
 
 def main() -> None:
@@ -80,10 +77,9 @@ def main() -> None:
     load_before = os.getloadavg()
     for variant in ("fp32", "int8"):
         moderator = Moderator.load(args.model, variant=variant, threads=args.threads)
-        limits = np.array(
-            [moderator.thresholds[t][label] for t, label in scores(moderator, texts[:1], 1)]
-        )
-        alone = scores(moderator, texts, 1).to_numpy()
+        alone_frame = scores(moderator, texts, 1)
+        limits = np.array([moderator.thresholds[t][label] for t, label in alone_frame.columns])
+        alone = alone_frame.to_numpy()
         for name, budget in (("default batches", DEFAULT_TOKEN_BUDGET), ("one batch", ONE_BATCH)):
             batched = scores(moderator, texts, budget).to_numpy()
             gap = np.abs(batched - alone)
