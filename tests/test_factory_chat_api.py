@@ -190,6 +190,18 @@ def test_thresholds_must_name_the_models_labels_and_be_scores(http):
         assert response.status_code == 422 and response.json()["detail"][0]["loc"] == loc
 
 
+def test_the_thresholds_keep_the_graph_they_were_tuned_on(http):
+    url = f"/v1/fine_tuning/models/{MODEL}/thresholds"
+    tuned = {"thresholds": {"moderation": {"threat": 0.8}}}
+    assert http.put(url, json=tuned).json()["tuned_graph"] is None  # an older document
+    assert http.put(url, json={**tuned, "graph": "int8"}).json()["tuned_graph"] == "int8"
+    assert http.get(url).json()["tuned_graph"] == "int8"
+    bad = http.put(url, json={**tuned, "graph": "fp16"})
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "graph"]
+    assert http.get(url).json()["tuned_graph"] == "int8", "a refused document changes nothing"
+    assert http.delete(url).json()["tuned_graph"] is None
+
+
 def test_update_archive_unarchive_through_the_sdk(sdk):
     updated = sdk.models.update(model_id=MODEL, name="team-moderation", description="ours")
     assert (updated.name, updated.description) == ("team-moderation", "ours")

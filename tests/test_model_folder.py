@@ -124,11 +124,19 @@ def published(factory, trained_job):
     url = f"{factory.url}/v1/fine_tuning/models/{job.fine_tuned_model}/thresholds"
     before = httpx.get(url).json()
     targets = {t.name: dict.fromkeys(t.labels, 0.3) for t in job.classifier_targets}
-    record = {"model": job.fine_tuned_model, "safe_label": "safe", "thresholds": targets}
+    record = {
+        "model": job.fine_tuned_model,
+        "safe_label": "safe",
+        "thresholds": targets,
+        "graph": "fp32",
+    }
     publish_thresholds(factory.url, record)
     yield record
     if before["source"] == "tuned":
-        publish_thresholds(factory.url, {**before, "model": job.fine_tuned_model})
+        publish_thresholds(
+            factory.url,
+            {**before, "model": job.fine_tuned_model, "graph": before["tuned_graph"]},
+        )
     else:
         httpx.delete(url).raise_for_status()
 

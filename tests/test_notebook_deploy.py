@@ -71,6 +71,7 @@ def run_dir(prepared_run_dir, trained_job, factory, tmp_path_factory) -> Path:
             "backend": "local",
             "safe_label": "safe",
             "thresholds": {t: dict.fromkeys(names, 0.5) for t, names in labels.items()},
+            "graph": "fp32",
         },
     )
     return run
@@ -98,6 +99,8 @@ def assert_deployed(run: Path, model: str) -> dict:
     assert (model_dir / "model.int8.onnx").is_file()
     tuned = json.loads((model_dir / "thresholds.json").read_text(encoding="utf-8"))
     assert tuned == read_record(run, "thresholds.json")  # the run's, over any published ones
+    card = (model_dir / "README.md").read_text(encoding="utf-8")
+    assert "tuned on the fp32 graph's scores (`model.onnx`)" in card
     deployed = read_record(run, DEPLOY_JSON)
     test_texts = [ex["text"] for ex in read_jsonl(run / SPLIT_FILES["test"])]
     corpus = deployed["corpus"]

@@ -33,8 +33,12 @@ def model_card(
     job: Mapping[str, Any] | None = None,
     evaluation: Mapping[str, Any] | None = None,
     summary: Mapping[str, Any] | None = None,
+    thresholds_graph: str | None = None,
 ) -> str:
-    """The model card's Markdown. Every part it has no source for says so instead."""
+    """The model card's Markdown. Every part it has no source for says so instead.
+
+    ``thresholds_graph``: the variant whose scores ``thresholds.json`` was tuned on (its
+    ``graph`` field), or None when unknown."""
     job = job or {}
     hp = job.get("hyperparameters") or {}
     parts = [
@@ -85,7 +89,8 @@ def model_card(
         "",
         "- Intended for: flagging user comments for review, in English, with the per-label "
         "thresholds of `thresholds.json` as a starting point to adjust to your own costs of "
-        f"misses and false alarms. {_base_rate_note(evaluation)}",
+        f"misses and false alarms. {_base_rate_note(evaluation)}"
+        f"{_graph_note(record, thresholds_graph)}",
         "- English only: the encoder and the data are English.",
         "- Trained on a small curated sample of Civil Comments (about 60% toxic, against about "
         "8% in the full corpus, and in most real traffic): scores are not calibrated "
@@ -188,6 +193,18 @@ def _base_rate_note(evaluation: Mapping[str, Any] | None) -> str:
     return (
         "The thresholds maximize F1 on the validation split reweighted to traffic with these "
         f"shares of positives: {shown}."
+    )
+
+
+def _graph_note(record: Mapping[str, Any], graph: str | None) -> str:
+    """Which variant's scores the thresholds hold for: they are absolute, and int8 moves
+    single scores (the Quantization section)."""
+    if graph is None:
+        return ""  # thresholds from before the field, or none tuned yet (the factory's export)
+    file = (record.get("variants") or {}).get(graph, {}).get("file", graph)
+    return (
+        f" They were tuned on the {graph} graph's scores (`{file}`): flag with that variant, or "
+        "re-tune them for the other."
     )
 
 

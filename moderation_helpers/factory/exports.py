@@ -77,6 +77,7 @@ def published_thresholds(record: Mapping[str, Any]) -> dict[str, Any] | None:
         "safe_label": meta.get("safe_label") or SAFE_LABEL,
         "rule": FLAG_RULE,
         "thresholds": meta["thresholds"],
+        "graph": meta.get("thresholds_graph"),
     }
 
 

@@ -187,7 +187,11 @@ def add_run_documents(folder: str | os.PathLike, run_dir: str | os.PathLike) -> 
     # The factory's card already says what the job was; the run adds its test figures and data.
     if job.get("fine_tuned_model") == model and (inputs.get("evaluation") or inputs.get("summary")):
         card = model_card(
-            record, job=job, evaluation=inputs.get("evaluation"), summary=inputs.get("summary")
+            record,
+            job=job,
+            evaluation=inputs.get("evaluation"),
+            summary=inputs.get("summary"),
+            thresholds_graph=(thresholds or {}).get("graph"),
         )
         atomic_write_text(folder / MODEL_CARD, card)
         written.append(MODEL_CARD)

@@ -109,7 +109,11 @@ def publish_thresholds(
 
     response = httpx.put(
         _thresholds_url(server_url, record["model"]),
-        json={"thresholds": record["thresholds"], "safe_label": record.get("safe_label")},
+        json={
+            "thresholds": record["thresholds"],
+            "safe_label": record.get("safe_label"),
+            "graph": record.get("graph"),
+        },
         headers=factory_headers(token),
         timeout=timeout,
     )

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+
+from moderation_helpers.model.folder import VARIANT_FILES
 
 
 class TrainingFileIn(BaseModel):
@@ -94,7 +96,16 @@ class UpdateModelIn(BaseModel):
 
 class ThresholdsIn(BaseModel):
     """``PUT /v1/fine_tuning/models/{id}/thresholds`` (local extension): the ``thresholds.json``
-    document ``04_infer`` writes; only ``thresholds`` and ``safe_label`` are read."""
+    document ``04_infer`` writes; ``thresholds``, ``safe_label`` and ``graph`` (the variant whose
+    scores they were tuned on, kept so the model's folder can say it) are read."""
 
     thresholds: dict[str, dict[str, float]] = Field(min_length=1)
     safe_label: str | None = "safe"
+    graph: str | None = None
+
+    @field_validator("graph")
+    @classmethod
+    def _known_graph(cls, value: str | None) -> str | None:
+        if value is not None and value not in VARIANT_FILES:
+            raise ValueError(f"expected one of {sorted(VARIANT_FILES)} or null")
+        return value

@@ -10,7 +10,9 @@ thresholds are kept with the model in the store, and ``/v1/moderations`` flags w
 ``GET`` on the same path shows what moderation uses now, ``DELETE`` goes back to 0.5. Each
 answer also names the ``graph`` (``fp32`` or ``int8``) that scores the model now, null while the
 factory has not loaded it: ``04_infer`` records it in ``thresholds.json``, since thresholds hold
-for the scores they were tuned on. Mistral's API has no such routes.
+for the scores they were tuned on. The published document's own ``graph`` (the one they were
+tuned on) is kept beside them and answered as ``tuned_graph``; the model's folder
+(``/folder``) writes it into its ``thresholds.json``. Mistral's API has no such routes.
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ def _thresholds_out(record: dict[str, Any], models: ModelCache) -> dict[str, Any
         "safe_label": safe_label,
         "thresholds": thresholds,
         "graph": models.loaded_graph(record["id"]),
+        "tuned_graph": (record.get("meta") or {}).get("thresholds_graph"),
     }
 
 
@@ -90,10 +93,17 @@ def put_thresholds(
                 raise invalid(where, f"target {target!r} has no label {label!r}")
             if not (math.isfinite(value) and 0.0 <= value <= 1.0):
                 raise invalid(where, "a threshold is a score between 0 and 1", value)
-    updated = _update(store, model_id, thresholds=body.thresholds, safe_label=body.safe_label)
+    updated = _update(
+        store,
+        model_id,
+        thresholds=body.thresholds,
+        safe_label=body.safe_label,
+        thresholds_graph=body.graph,
+    )
     return _thresholds_out(updated, models)
 
 
 @router.delete("/{model_id}/thresholds")
 def delete_thresholds(store: StoreDep, models: ModelsDep, model_id: str) -> dict[str, Any]:
-    return _thresholds_out(_update(store, model_id, thresholds=None, safe_label=None), models)
+    cleared = _update(store, model_id, thresholds=None, safe_label=None, thresholds_graph=None)
+    return _thresholds_out(cleared, models)
