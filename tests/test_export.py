@@ -305,6 +305,7 @@ def test_the_model_card_shows_behaviours_identity_rates_and_the_base_rate():
     assert "moderation/insult 5.0%" in card and "safe 90" not in card
     assert "/home/someone" not in card and "`civil_comments (a local copy" in card
     assert "No behavioural checks" in model_card(record)
+    assert "Reads the first 128 tokens of a text" in card
     assert "graph's scores" not in card  # no graph given: the card claims none
     tuned = model_card(record, thresholds_graph="fp32")
     assert "tuned on the fp32 graph's scores (`model.onnx`)" in tuned

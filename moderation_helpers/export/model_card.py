@@ -92,6 +92,8 @@ def model_card(
         f"misses and false alarms. {_base_rate_note(evaluation)}"
         f"{_graph_note(record, thresholds_graph)}",
         "- English only: the encoder and the data are English.",
+        f"- Reads the first {record['seq_len']} tokens of a text: whatever comes after them "
+        "(at the end of a long comment) does not move its scores.",
         "- Trained on a small curated sample of Civil Comments (about 60% toxic, against about "
         "8% in the full corpus, and in most real traffic): scores are not calibrated "
         "probabilities; re-tune thresholds on your own traffic.",
