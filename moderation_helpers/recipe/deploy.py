@@ -191,7 +191,8 @@ def add_run_documents(folder: str | os.PathLike, run_dir: str | os.PathLike) -> 
             job=job,
             evaluation=inputs.get("evaluation"),
             summary=inputs.get("summary"),
-            thresholds_graph=(thresholds or {}).get("graph"),
+            # the folder's thresholds now: the run's, else those the factory published
+            thresholds_graph=(read_thresholds(folder) or {}).get("graph"),
         )
         atomic_write_text(folder / MODEL_CARD, card)
         written.append(MODEL_CARD)
