@@ -106,10 +106,11 @@ def texts_per_second(moderator: Moderator, texts: list[str], budget: int, rounds
     return len(texts) / best_seconds(lambda: moderator.score_frame(texts), rounds)
 
 
-def typed_graph(model_path: Path):
+def typed_graph(model_path: Path, feed: dict[str, np.ndarray]):
     """The ONNX model with a type on every intermediate tensor. onnx's shape inference does not
     know onnxruntime's fused operators (Attention, SkipLayerNormalization, ...), and the static
-    quantizer skips a tensor whose type it cannot find, so the types are read off one run."""
+    quantizer skips a tensor whose type it cannot find, so the types are read off one run on
+    ``feed``."""
     import onnx
     import onnxruntime as ort
     from onnx import helper
@@ -124,10 +125,7 @@ def typed_graph(model_path: Path):
     probe.graph.output.extend(onnx.ValueInfoProto(name=name) for name in names)
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    ids = np.array([[101, 2023, 102]], dtype=np.int64)
-    values = ort.InferenceSession(probe.SerializeToString(), options).run(
-        names, {"input_ids": ids, "attention_mask": np.ones_like(ids)}
-    )
+    values = ort.InferenceSession(probe.SerializeToString(), options).run(names, feed)
     for name, value in zip(names, values, strict=True):
         elem = helper.np_dtype_to_tensor_dtype(np.asarray(value).dtype)
         graph.value_info.append(helper.make_tensor_value_info(name, elem, None))
@@ -162,7 +160,7 @@ def static_variant(folder: Path, texts: list[str], out: Path) -> Path:
             return next(self.rest, None)
 
     typed = out / "typed.onnx"
-    onnx.save(typed_graph(folder / MODEL_ONNX), str(typed))
+    onnx.save(typed_graph(folder / MODEL_ONNX, feeds[0]), str(typed))
     quantize_static(
         str(typed),
         str(out / MODEL_INT8_ONNX),
