@@ -75,16 +75,18 @@ def measure(
     alone = scores(moderator, texts, 1)
     limits = np.array([moderator.thresholds[t][name] for t, name in alone.columns])
     flagged = alone.to_numpy() >= limits
-    default = None
-    for name, budget in (("default batches", DEFAULT_TOKEN_BUDGET), ("one batch", ONE_BATCH)):
-        batched = scores(moderator, texts, budget)
-        default = batched if default is None else default
+    batches = {
+        name: scores(moderator, texts, budget)
+        for name, budget in (("default batches", DEFAULT_TOKEN_BUDGET), ("one batch", ONE_BATCH))
+    }
+    for name, batched in batches.items():
         gap = np.abs(batched.to_numpy() - alone.to_numpy())
         flips = ((batched.to_numpy() >= limits) != flagged).any(axis=1).sum()
         print(
             f"{label}, alone vs {name}: max |score difference| {gap.max():.3g}, median "
             f"{np.median(gap):.3g}; texts whose flags differ {flips} of {len(texts)}"
         )
+    default = batches["default batches"]
     if fp32 is not None:
         gap = np.abs(default.to_numpy() - fp32.to_numpy())
         flips = ((default.to_numpy() >= limits) != (fp32.to_numpy() >= limits)).any(axis=1).sum()
