@@ -8,8 +8,11 @@ the training split's additions (``recipe.augment``), figure, JSONL per split, th
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from moderation_helpers.pages.plots.distribution import plot_distribution
@@ -95,3 +98,12 @@ def prepare_steps(
     )
     write_record(run_path, PREPARE_SUMMARY, summary)
     return summary
+
+
+def load_baseline() -> ModuleType:
+    """benchmarks/prepare_loop_baseline.py: the recipe's per-row loops, as a reference."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "prepare_loop_baseline.py"
+    spec = importlib.util.spec_from_file_location("prepare_loop_baseline", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
