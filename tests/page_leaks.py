@@ -1,5 +1,5 @@
-"""What a published lesson page must not carry, written apart from ``pages.sanitize``'s own
-patterns so that a gap there is caught here. Shared by test_lesson_pages and test_page_renderer."""
+"""What a published lesson page must not carry: shared by test_lesson_pages (the committed pages)
+and test_page_renderer (pages rendered in the test)."""
 
 from __future__ import annotations
 
