@@ -6,7 +6,9 @@
 
 Prepares the mirror as the default pipeline does (notebooks/01_prepare.ipynb: every split,
 ``max_label_fraction=1.0``, ``zero_flags_fraction=0.4``, rare labels dropped), pools the splits'
-rows and cross-validates the project's classifier (``recipe.cv``) on them, for each base encoder,
+rows (with the raters' fractions as ``label_scores``, as 01 writes them, unless
+``--no-label-scores``) and cross-validates the project's classifier (``recipe.cv``) on them, for
+each base encoder,
 with 02's steps (``--steps``) and 01's additions to the training split (``recipe.augment``;
 defaults as the notebooks'): the template sentences (``--identity-examples``,
 ``--identity-attacks``, ``--context-examples``, ``--abuse-examples``, ``--opinion-examples``,
@@ -23,6 +25,7 @@ its held-out texts; then the command, the CPU (``lscpu``) and the load average.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import subprocess
@@ -56,7 +59,13 @@ def prepared_rows(source: Path, args: argparse.Namespace) -> tuple[list[dict], l
     kept, _dropped = prepare.drop_rare_labels(balanced, 0.01)
     texts = pd.concat([raw[s]["text"].set_axis(raw[s].index.map(f"{s}-{{}}".format)) for s in kept])
     flags_all = pd.concat([kept[s].set_axis(kept[s].index.map(f"{s}-{{}}".format)) for s in kept])
-    rows = prepare.to_records(texts, flags_all).to_dict("records")
+    records = prepare.to_records(texts, flags_all)
+    if args.no_label_scores:
+        rows = records.to_dict("records")
+    else:  # the lines 01_prepare writes: labels and the raters' fractions as label_scores
+        fractions = pd.concat([raw[s].set_axis(raw[s].index.map(f"{s}-{{}}".format)) for s in kept])
+        scores = prepare.aligned_scores(fractions, flags_all)
+        rows = [json.loads(line) for line in prepare.records_to_jsonl(records, scores).splitlines()]
     from moderation_helpers.recipe.augment import template_additions
 
     extra = template_additions(
@@ -290,6 +299,11 @@ def parse_args() -> argparse.Namespace:
         type=float,
         default=1.0,
         help="each encoder layer's rate times this below the one above (TrainSettings')",
+    )
+    parser.add_argument(
+        "--no-label-scores",
+        action="store_true",
+        help="train on 0/1 labels only (01_prepare's rater_scores=False)",
     )
     parser.add_argument("--no-int8", action="store_true", help="skip the export + int8 timing")
     return parser.parse_args()

@@ -72,7 +72,9 @@ def fake_client(script=()):
     uploads = []
 
     def upload(*, file, purpose):
-        uploads.append((file["file_name"], file["content"].read(), purpose))
+        content = file["content"]  # bytes or a binary file, as the SDK takes
+        data = content if isinstance(content, bytes) else content.read()
+        uploads.append((file["file_name"], data, purpose))
         return SimpleNamespace(id=f"file-{len(uploads)}")
 
     return SimpleNamespace(

@@ -35,6 +35,7 @@ def prepare_steps(
     n_validation: int = 50_000,
     n_test: int = 50_000,
     threshold: float = 0.5,
+    rater_scores: bool = True,
     zero_flags_fraction: float = 0.1,
     max_label_fraction: float = 0.2,
     min_label_fraction: float = 0.01,
@@ -87,6 +88,7 @@ def prepare_steps(
             split_flags,
             run_path / SPLIT_FILES[split],
             dataset_format=dataset_format,
+            scores=raw[split][labels] if rater_scores else None,
         )
     summary = prepare_report.summarize(
         source=data_source,

@@ -232,3 +232,40 @@ def test_chat_format_writes_each_text_as_the_user_turn_of_a_conversation(tmp_pat
     assert example_texts(lines)[2] == f"system: {data.CHAT_CONTEXT}\nuser: two\nlines"
     with pytest.raises(ValueError, match="dataset_format"):
         data.write_split_jsonl(texts, flags, tmp_path / "x.jsonl", dataset_format="dialog")
+
+
+def test_label_scores_are_written_after_the_labels_with_the_flags_where_none_was_given(tmp_path):
+    texts = pd.Series({10: 'a "quoted" \\ text', 11: "b", 12: "added"})
+    flags = pd.DataFrame(
+        {"insult": [True, False, False], "toxicity": [True, True, True]}, index=[10, 11, 12]
+    )
+    # the loaded split: rater fractions for its own rows only, and a column thresholded away
+    raw = pd.DataFrame(
+        {"toxicity": [0.83333, 0.51], "insult": [0.6, 0.1], "threat": [0.0, 0.2]}, index=[10, 11]
+    )
+    for fmt in ("text", "chat"):
+        path = data.write_split_jsonl(
+            texts, flags, tmp_path / f"{fmt}.jsonl", target="mod", scores=raw, dataset_format=fmt
+        )
+        lines = read_jsonl(path)
+        assert [ex["label_scores"] for ex in lines] == [
+            {"mod": {"insult": 0.6, "toxicity": 0.8333}},
+            {"mod": {"insult": 0.1, "toxicity": 0.51}},
+            {"mod": {"insult": 0.0, "toxicity": 1.0}},  # an added row: its exact flags
+        ]
+        assert [ex["labels"] for ex in lines][0] == {"mod": ["insult", "toxicity"]}
+        assert validate_jsonl(path).n_scored == 3
+    assert read_jsonl(path)[0]["messages"][1]["content"] == texts[10]
+    assert (
+        "label_scores" not in data.write_split_jsonl(texts, flags, tmp_path / "x.jsonl").read_text()
+    )
+
+
+def test_label_scores_outside_zero_to_one_are_refused_naming_the_row(tmp_path):
+    path = tmp_path / "train.jsonl"
+    flags = pd.DataFrame({"toxicity": [True, False]}, index=["r1", "r2"])
+    texts = pd.Series({"r1": "a", "r2": "b"})
+    counts = pd.DataFrame({"toxicity": [1.0, 7.0]}, index=["r1", "r2"])
+    with pytest.raises(ValueError, match=r"column 'toxicity' of row 'r2' is 7.0"):
+        data.write_split_jsonl(texts, flags, path, scores=counts)
+    assert not path.exists()

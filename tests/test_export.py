@@ -304,6 +304,11 @@ def test_the_model_card_shows_behaviours_identity_rates_and_the_base_rate():
     assert "0.1 flagged overall (neutral 0, attack_frame 0.25);" in card
     assert "moderation/insult 5.0%" in card and "safe 90" not in card
     assert "/home/someone" not in card and "`civil_comments (a local copy" in card
+    assert "rater fraction > 0.5 sets a label; dropped" in card
+    soft = {**summary, "parameters": {"rater_scores": True}}
+    assert "sets a label; trained towards the rater fractions (label_scores); dropped" in (
+        model_card(record, evaluation=evaluation, summary=soft)
+    )
     assert "No behavioural checks" in model_card(record)
     assert "Reads the first 128 tokens of a text" in card
     assert "graph's scores" not in card  # no graph given: the card claims none

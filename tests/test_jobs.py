@@ -263,6 +263,27 @@ def test_upload_sends_both_files(tmp_path):
     assert client.uploads[0][1] == train.read_bytes()
 
 
+def test_label_scores_reach_the_local_factory_and_not_the_mistral_api(tmp_path):
+    lines = [
+        {"text": "hi", "labels": {"moderation": ["toxicity"]}},
+        {
+            "messages": [{"role": "user", "content": "caf\u00e9 a/b"}],
+            "labels": {"moderation": ["toxicity"]},
+            "label_scores": {"moderation": {"toxicity": 0.6}},
+        },
+    ]
+    train = write_lines(tmp_path / "train.jsonl", lines)
+    valid = write_lines(tmp_path / "validation.jsonl", lines[:1])
+    before = train.read_bytes()
+    local, remote = fake_client(), fake_client()
+    jobs.upload_training_files(local, train, valid)
+    jobs.upload_training_files(remote, train, valid, label_scores=False)
+    assert local.uploads[0][1] == before
+    sent = [json.loads(line) for line in remote.uploads[0][1].decode().splitlines()]
+    assert sent == [lines[0], {k: v for k, v in lines[1].items() if k != "label_scores"}]
+    assert remote.uploads[0][0] == "train.jsonl" and train.read_bytes() == before
+
+
 def test_create_waits_for_start_and_adds_wandb_only_when_asked(monkeypatch):
     client = fake_client()
     hp = {"training_steps": 6, "learning_rate": 5e-5, "weight_decay": None}

@@ -86,6 +86,43 @@ def only_problem(path, lines: list[str], **kwargs) -> Problem:
             "not both",
         ),
         ('{"labels": {"m": "x"}}', "text", "or 'messages'"),
+        # label_scores, the local factory's extension
+        ('{"text": "a", "labels": {"m": ["x"]}, "label_scores": [0.5]}', "label_scores", "object"),
+        (
+            '{"text": "a", "labels": {"m": "x"}, "label_scores": {"m": {"x": 0.5}}}',
+            "label_scores.m",
+            "multi_class",
+        ),
+        (
+            '{"text": "a", "labels": {"m": ["x"]}, "label_scores": {"n": {"x": 0.5}}}',
+            "label_scores.n",
+            "multi_class",
+        ),
+        (
+            '{"text": "a", "labels": {"m": ["x"]}, "label_scores": {"m": 0.5}}',
+            "label_scores.m",
+            "object",
+        ),
+        (
+            '{"text": "a", "labels": {"m": ["x"]}, "label_scores": {"m": {"x": 1.5}}}',
+            "label_scores.m.x",
+            "in [0, 1], got 1.5",
+        ),
+        (
+            '{"text": "a", "labels": {"m": ["x"]}, "label_scores": {"m": {"x": "0.5"}}}',
+            "label_scores.m.x",
+            "number",
+        ),
+        (
+            '{"text": "a", "labels": {"m": ["x"]}, "label_scores": {"m": {"x": NaN}}}',
+            "label_scores.m.x",
+            "nan",
+        ),
+        (
+            '{"text": "a", "labels": {"m": ["x"]}, "label_scores": {"m": {"x": true}}}',
+            "label_scores.m.x",
+            "True",
+        ),
     ],
 )
 def test_a_bad_line_is_reported_with_file_line_and_field(tmp_path, bad_line, field, words):
@@ -226,3 +263,14 @@ def test_chat_lines_are_valid_and_counted_like_text_lines(tmp_path):
     assert report.n_lines == 2
     assert report.label_counts == {"moderation": {"insult": 1, "safe": 1}}
     assert read_jsonl(path)[0]["messages"][1]["content"] == "you are an idiot"
+
+
+def test_label_scores_are_counted_and_checked_against_the_allowed_labels(tmp_path):
+    scored = {**GOOD, "label_scores": {"moderation": {"toxicity": 0.25, "safe": 1}}}
+    path = write_lines(tmp_path / "d.jsonl", [json.dumps(GOOD), json.dumps(scored)])
+    assert validate_jsonl(path).n_scored == 1
+    problem = only_problem(
+        tmp_path / "e.jsonl", [json.dumps(scored)], allowed_labels={"moderation": ["safe"]}
+    )
+    assert problem.field == "label_scores.moderation.toxicity"
+    assert "unknown label" in problem.message

@@ -200,10 +200,24 @@ def test_prepare_step_is_byte_identical_for_a_seed(civil_comments_dir, tmp_path)
 def test_the_loop_baseline_writes_the_same_examples(civil_comments_dir, tmp_path):
     """bench_prepare.py compares like with like: both write the same set of lines."""
     params = dict(MIRROR_SIZES, max_label_fraction=0.5, zero_flags_fraction=0.2, seed=0)
-    # The loop baseline is the recipe as written: no identity sentences added.
-    prepare_steps(str(civil_comments_dir), tmp_path / "fast", **NO_ADDITIONS, **params)
+    # The loop baseline is the recipe as written: no sentences added, no label_scores.
+    fast_params = dict(NO_ADDITIONS, rater_scores=False)
+    prepare_steps(str(civil_comments_dir), tmp_path / "fast", **fast_params, **params)
     load_baseline().prepare_loop(str(civil_comments_dir), tmp_path / "loop", **params)
     for name in SPLIT_FILES.values():
         fast = read_jsonl(tmp_path / "fast" / name)
         loop = read_jsonl(tmp_path / "loop" / name)
         assert sorted(map(json.dumps, fast)) == sorted(map(json.dumps, loop))
+
+
+def test_label_scores_are_the_fractions_the_labels_were_cut_from(prepared_run_dir):
+    """Every line's label_scores agree with its labels at 01's threshold (0.5); the mirror's
+    rows keep the raters' fractions, the rows added to train their exact 0/1."""
+    fractions = set()
+    for name in SPLIT_FILES.values():
+        for line in read_jsonl(prepared_run_dir / name):
+            scores = line["label_scores"]["moderation"]
+            flagged = {label for label, score in scores.items() if score > 0.5}
+            assert flagged == set(line["labels"]["moderation"]) - {"safe"}, line
+            fractions |= {s for s in scores.values() if 0 < s < 1}
+    assert len(fractions) > 50, "the raters' fractions, not only 0/1"

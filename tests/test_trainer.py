@@ -263,6 +263,25 @@ def test_label_encoding_masks_missing_targets():
     assert y["tone"].tolist() == [1, -100, 0]
 
 
+def test_label_scores_replace_the_zero_one_targets_they_give():
+    examples = [
+        {
+            "text": "a",
+            "labels": {"moderation": ["toxicity"], "tone": "angry"},
+            "label_scores": {"moderation": {"toxicity": 0.75, "insult": 0.25}},
+        },
+        {"text": "b", "labels": {"moderation": "safe"}},
+        {"text": "c", "labels": {"tone": "calm"}, "label_scores": {"moderation": {"insult": 1}}},
+    ]
+    hard = batches.encode_labels(examples, [MULTI, SINGLE])
+    y = batches.with_label_scores(examples, [MULTI, SINGLE], hard)
+    assert y["moderation"][0].tolist() == [0.0, 0.75, 0.0, 0.25]  # safe, toxicity, threat, insult
+    assert y["moderation"][1].tolist() == hard["moderation"][1].tolist()
+    assert y["moderation"][2].isnan().all(), "a row without the target stays masked"
+    assert y["tone"] is hard["tone"]
+    assert hard["moderation"][0].tolist() == [0.0, 1.0, 0.0, 0.0], "the 0/1 labels are kept"
+
+
 def test_single_class_with_two_labels_is_a_clear_error():
     examples = [{"text": "a", "labels": {"tone": ["calm", "angry"]}}]
     with pytest.raises(ValueError, match=r"example 0: labels.tone is single_class"):

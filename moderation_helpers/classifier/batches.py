@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 
 from moderation_helpers.classifier.network import Target
+from moderation_helpers.core.jsonl import LABEL_SCORES
 
 
 def encode_labels(examples: Sequence[dict], targets: Sequence[Target]) -> dict[str, torch.Tensor]:
@@ -29,6 +30,24 @@ def encode_labels(examples: Sequence[dict], targets: Sequence[Target]) -> dict[s
         column = frame[t.name] if t.name in frame else pd.Series(None, index=frame.index)
         encoded[t.name] = _encode_target(t, column)
     return encoded
+
+
+def with_label_scores(
+    examples: Sequence[dict], targets: Sequence[Target], encoded: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """``encoded`` (from :func:`encode_labels`) with each multi_class target's 0/1 values
+    replaced by the examples' ``label_scores`` where they give one (``core.jsonl``): soft
+    targets, such as the share of raters who chose a label. Rows masked out stay masked."""
+    out = dict(encoded)
+    for t in targets:
+        if t.loss_function != "multi_class":
+            continue
+        given = [(ex.get(LABEL_SCORES) or {}).get(t.name) or {} for ex in examples]
+        frame = pd.DataFrame(given, index=range(len(examples)), columns=list(t.labels))
+        scores = torch.tensor(frame.to_numpy(dtype="float32", na_value=np.nan))
+        y = encoded[t.name]
+        out[t.name] = torch.where(torch.isnan(scores) | torch.isnan(y), y, scores)
+    return out
 
 
 def _encode_target(t: Target, column: pd.Series) -> torch.Tensor:

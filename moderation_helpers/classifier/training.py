@@ -25,7 +25,13 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from moderation_helpers.classifier.batches import encode_labels, epoch_batches, pad, tokenize
+from moderation_helpers.classifier.batches import (
+    encode_labels,
+    epoch_batches,
+    pad,
+    tokenize,
+    with_label_scores,
+)
 from moderation_helpers.classifier.checkpoint import save
 from moderation_helpers.classifier.coherence import implications
 from moderation_helpers.classifier.encoders import DEFAULT_ENCODER, encoder_for
@@ -143,9 +149,10 @@ class _Fit:
 
     def encode(self, examples: Sequence[dict], seq_len: int) -> _Encoded:
         texts = encoder_inputs(examples, self.tokenizer, seq_len)
-        return _Encoded(
-            tokenize(self.tokenizer, texts, seq_len), encode_labels(examples, self.targets)
-        )
+        # the labels' own 0/1 decide the label hierarchy (``with_implications``); the loss
+        # trains towards the examples' label scores where they give them
+        labels = with_label_scores(examples, self.targets, encode_labels(examples, self.targets))
+        return _Encoded(tokenize(self.tokenizer, texts, seq_len), labels)
 
     def batch_loss(self, data: _Encoded, idx: np.ndarray) -> tuple[torch.Tensor, int]:
         """The loss of rows ``idx`` and the real (unpadded) tokens they hold."""

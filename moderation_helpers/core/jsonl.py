@@ -6,7 +6,15 @@ One line is one example, a text or a conversation (the Factory's two dataset kin
     {"messages": [{"role": "user", "content": "..."}], "labels": {"moderation": "safe"}}
 
 ``labels`` maps a *target* (a classification task) to one label (``single_class``) or a list of
-labels (``multi_class``). Every error names the file, the 1-based line and the field, so a
+labels (``multi_class``). A line may also carry ``label_scores``, a local Classifier Factory
+extension (not part of Mistral's format): per ``multi_class`` target, a score in [0, 1] per label,
+such as the share of raters who chose it; the local factory trains towards those scores instead
+of 0/1 (labels without a score keep their 0/1 target)::
+
+    {"text": "...", "labels": {"moderation": ["toxicity"]},
+     "label_scores": {"moderation": {"toxicity": 0.83, "insult": 0.33}}}
+
+Every error names the file, the 1-based line and the field, so a
 person can open the file at the right place; files are written atomically, so a failure never
 leaves half a file behind.
 """
@@ -26,6 +34,7 @@ from moderation_helpers.core.files import atomic_write_text
 
 SINGLE_CLASS = "single_class"
 MULTI_CLASS = "multi_class"
+LABEL_SCORES = "label_scores"  # the local extension's field (module docstring)
 MAX_PROBLEMS_SHOWN = 20
 
 
@@ -62,6 +71,7 @@ class JSONLReport:
     n_lines: int
     label_counts: dict[str, dict[str, int]] = field(default_factory=dict)
     kinds: dict[str, str] = field(default_factory=dict)
+    n_scored: int = 0  # lines that carry label_scores
 
     @property
     def targets(self) -> dict[str, list[str]]:
@@ -135,7 +145,49 @@ def _check_line(
                 bad(fld, f"unknown label(s) {unknown}; expected one of {sorted(allowed[target])}")
                 continue
         labels_of[target] = values
+    if LABEL_SCORES in obj:
+        for fld, msg in _score_problems(obj[LABEL_SCORES], is_list, allowed):
+            bad(fld, msg)
     return problems, labels_of, is_list
+
+
+def _score_problems(
+    scores: Any, is_list: Mapping[str, bool], allowed: Mapping[str, Collection[str]] | None
+) -> list[tuple[str, str]]:
+    """``(field, message)`` per problem of a line's ``label_scores``: an object mapping each
+    of the line's list-labelled targets to ``{label: number in [0, 1]}``."""
+    if not isinstance(scores, dict):
+        return [
+            (
+                LABEL_SCORES,
+                f"expected an object mapping target to scores, got {type(scores).__name__}",
+            )
+        ]
+    out = []
+    for target, per_label in scores.items():
+        fld = f"{LABEL_SCORES}.{target}"
+        if not is_list.get(target, False):
+            out.append((fld, "scores need a multi_class target (a list under labels)"))
+        elif not isinstance(per_label, dict):
+            out.append(
+                (fld, f"expected an object mapping label to score, got {type(per_label).__name__}")
+            )
+        else:
+            for label, score in per_label.items():
+                if allowed is not None and label not in allowed.get(target, ()):
+                    out.append(
+                        (
+                            f"{fld}.{label}",
+                            f"unknown label; expected one of {sorted(allowed[target])}",
+                        )
+                    )
+                elif (
+                    isinstance(score, bool)
+                    or not isinstance(score, int | float)
+                    or not 0 <= score <= 1
+                ):
+                    out.append((f"{fld}.{label}", f"expected a number in [0, 1], got {score!r}"))
+    return out
 
 
 def validate_jsonl(
@@ -153,7 +205,7 @@ def validate_jsonl(
     problems: list[Problem] = []
     counts: dict[str, Counter] = defaultdict(Counter)
     used_list: dict[str, bool] = defaultdict(bool)
-    n_lines = 0
+    n_lines = n_scored = 0
     with path.open("rb") as fh:
         for lineno, raw in enumerate(fh, start=1):
             where = (str(path), lineno)
@@ -171,6 +223,7 @@ def validate_jsonl(
                 continue
             line_problems, labels_of, is_list = _check_line(obj, where, allowed_labels)
             problems.extend(line_problems)
+            n_scored += isinstance(obj, dict) and LABEL_SCORES in obj
             for target, values in labels_of.items():
                 counts[target].update(values)
             for target, flag in is_list.items():
@@ -184,6 +237,7 @@ def validate_jsonl(
         n_lines=n_lines,
         label_counts={t: dict(sorted(c.items())) for t, c in sorted(counts.items())},
         kinds={t: MULTI_CLASS if used_list[t] else SINGLE_CLASS for t in sorted(counts)},
+        n_scored=n_scored,
     )
 
 

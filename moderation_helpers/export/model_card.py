@@ -133,9 +133,12 @@ def _data_section(summary: Mapping[str, Any] | None) -> str:
     source = str(summary.get("source") or "unknown")
     if "/" in source and Path(source).name:  # a local folder: its name, not this machine's path
         source = f"{Path(source).name} (a local copy laid out like the hub dataset)"
+    soft = (summary.get("parameters") or {}).get("rater_scores")
+    targets = "; trained towards the rater fractions (label_scores)" if soft else ""
     head = (
         f"Training data: `{source}` (rater fraction > {summary.get('threshold')} "
-        f"sets a label; dropped as too rare: {summary.get('dropped_labels') or 'none'})."
+        f"sets a label{targets}; dropped as too rare: "
+        f"{summary.get('dropped_labels') or 'none'})."
     )
     return head + "\n\n" + _table(("split", "rows", "label counts"), rows)
 

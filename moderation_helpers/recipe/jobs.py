@@ -8,6 +8,7 @@ models and recorded JSON go through the same code; checkpoints become a metrics 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -22,7 +23,7 @@ import pandas as pd
 from mistralai.client import errors
 
 from moderation_helpers.core.env import WANDB_API_KEY_ENV
-from moderation_helpers.core.jsonl import validate_jsonl
+from moderation_helpers.core.jsonl import LABEL_SCORES, validate_jsonl
 from moderation_helpers.core.statuses import FAILED_STATUSES, TERMINAL_STATUSES
 from moderation_helpers.recipe.api_errors import describe_api_error, is_transient
 from moderation_helpers.recipe.job_record import failure_reason, job_to_dict, update_job_record
@@ -66,26 +67,52 @@ def _call(what: str, fn: Callable[..., Any], **kwargs: Any) -> Any:
 
 
 def upload_training_files(
-    client: Any, train_path: str | os.PathLike, validation_path: str | os.PathLike
+    client: Any,
+    train_path: str | os.PathLike,
+    validation_path: str | os.PathLike,
+    *,
+    label_scores: bool = True,
 ) -> dict[str, str]:
     """Validate both JSONL files, then upload them; returns ``{"train": id, "validation": id}``.
 
     The validation file may only use labels the training file has (a label the model never
-    saw cannot be scored). Nothing is uploaded unless both files are valid.
+    saw cannot be scored). Nothing is uploaded unless both files are valid. ``label_scores``:
+    keep the lines' ``label_scores``, the local factory's extension (``core.jsonl``); with
+    ``False`` (the Mistral API, whose format has no such field) a copy without them is uploaded,
+    under the same name, and the files on disk are left as they are.
     """
     train_report = validate_jsonl(train_path)
-    validate_jsonl(validation_path, allowed_labels=train_report.targets)
+    reports = {
+        "train": train_report,
+        "validation": validate_jsonl(validation_path, allowed_labels=train_report.targets),
+    }
     ids = {}
     for split, path in (("train", Path(train_path)), ("validation", Path(validation_path))):
         with path.open("rb") as fh:
+            content: Any = fh
+            if reports[split].n_scored and not label_scores:
+                log.info("%s: uploading without label_scores (a local extension)", path)
+                content = without_label_scores(path).encode("utf-8")
             uploaded = _call(
                 f"uploading {path}",
                 client.files.upload,
-                file={"file_name": path.name, "content": fh},
+                file={"file_name": path.name, "content": content},
                 purpose="fine-tune",
             )
         ids[split] = uploaded.id
     return ids
+
+
+def without_label_scores(path: str | os.PathLike) -> str:
+    """The JSONL text of ``path`` with every line's ``label_scores`` left out (Mistral's
+    format). Line by line, as ``validate_jsonl`` reads it: lines of both kinds keep their keys."""
+    out = []
+    with Path(path).open(encoding="utf-8") as fh:
+        for line in fh:
+            obj = json.loads(line)
+            obj.pop(LABEL_SCORES, None)
+            out.append(json.dumps(obj, ensure_ascii=True, separators=(",", ":")) + "\n")
+    return "".join(out)
 
 
 def wandb_integration(project: str | None) -> list[dict[str, str]] | None:

@@ -31,11 +31,13 @@ import pandas as pd
 
 from moderation_helpers.core.files import atomic_write_text
 from moderation_helpers.core.flags import SAFE_LABEL
+from moderation_helpers.core.jsonl import LABEL_SCORES
 
 DEFAULT_TARGET = "moderation"
 DATASET_FORMATS = ("text", "chat")
 # The fixed first turn of each conversation in chat format: what the user turn is.
 CHAT_CONTEXT = "A reader's comment on a news article."
+SCORE_DECIMALS = 4  # label scores as written: finer than any rater pool's fraction needs
 
 
 def threshold_labels(
@@ -200,9 +202,13 @@ def to_records(
     )
 
 
-def records_to_jsonl(records: pd.DataFrame) -> str:
+def records_to_jsonl(
+    records: pd.DataFrame, scores: pd.DataFrame | None = None, target: str = DEFAULT_TARGET
+) -> str:
     """JSONL text of a ``text``/``labels`` frame: compact, one object per line.
 
+    ``scores`` (one row per record, in its order; numbers in [0, 1]) becomes each line's
+    ``label_scores`` under ``target``, the local factory's extension (``core.jsonl``).
     Non-ASCII characters are ``\\u`` escapes, as with the recipe's ``json.dumps``: the encoder
     is twice as fast that way, and no Unicode line separator (U+2028...) can cut a line for a
     reader that uses ``str.splitlines``.
@@ -212,8 +218,42 @@ def records_to_jsonl(records: pd.DataFrame) -> str:
     body = records.to_json(orient="records", lines=True, force_ascii=True)
     # pandas writes "/" as "\/" (valid, but noisy); a backslash before "/" is always that
     # escape, since literal backslashes come out doubled.
-    body = body.replace("\\/", "/")
-    return body if body.endswith("\n") else body + "\n"
+    body = body.replace("\\/", "/").rstrip("\n")
+    if scores is not None:
+        body = _with_scores(body, scores, target)
+    return body + "\n"
+
+
+def _with_scores(body: str, scores: pd.DataFrame, target: str) -> str:
+    """``body``'s lines, each closed by its ``scores`` row as ``label_scores``.
+
+    Both sides are written by pandas' JSON encoder and joined line by line, so no row is
+    handled in Python: every line of ``body`` ends with the ``}`` that closes its object."""
+    lines = pd.Series(body.split("\n"), dtype=object)
+    if len(scores) != len(lines):
+        raise ValueError(f"{len(scores)} rows of label scores for {len(lines)} records")
+    values = scores.to_numpy(dtype="float64")
+    bad = ~((values >= 0) & (values <= 1))
+    if bad.any():
+        row, col = (int(i[0]) for i in np.nonzero(bad))
+        raise ValueError(
+            f"label scores must be numbers in [0, 1]: column {scores.columns[col]!r} of row "
+            f"{scores.index[row]!r} is {float(values[row, col])!r}"
+        )
+    per_line = scores.round(SCORE_DECIMALS).to_json(
+        orient="records", lines=True, double_precision=SCORE_DECIMALS, force_ascii=True
+    )
+    closes = pd.Series(per_line.rstrip("\n").split("\n"), dtype=object).to_numpy()
+    opening = f',"{LABEL_SCORES}":{{' + json.dumps(target, ensure_ascii=True) + ":"
+    return "\n".join((lines.str[:-1] + opening + closes + "}}").tolist())
+
+
+def aligned_scores(scores: pd.DataFrame, flags: pd.DataFrame) -> pd.DataFrame:
+    """``scores`` on ``flags``' rows and label columns, as floats; where a row or a label has no
+    score (rows added to a split, boolean labels), its flag as 0 or 1."""
+    exact = flags.astype("float64")
+    given = scores.reindex(index=flags.index, columns=flags.columns)
+    return given.astype("float64").fillna(exact)
 
 
 def text_jsonl_to_chat(body: str, context: str = CHAT_CONTEXT) -> str:
@@ -242,10 +282,17 @@ def write_split_jsonl(
     target: str = DEFAULT_TARGET,
     safe_label: str = SAFE_LABEL,
     dataset_format: str = "text",
+    scores: pd.DataFrame | None = None,
 ) -> Path:
     """Write one split as Classifier Factory JSONL, atomically (all or nothing):
-    ``dataset_format`` ``"text"`` (text lines) or ``"chat"`` (conversation lines)."""
+    ``dataset_format`` ``"text"`` (text lines) or ``"chat"`` (conversation lines).
+
+    ``scores``: the rater fractions the flags were thresholded from (the loaded split's label
+    columns), written as each line's ``label_scores`` (:func:`aligned_scores` fills what has
+    none); ``None`` writes labels only, Mistral's format."""
     if dataset_format not in DATASET_FORMATS:
         raise ValueError(f"dataset_format must be one of {DATASET_FORMATS}, got {dataset_format!r}")
-    body = records_to_jsonl(to_records(texts, flags, target, safe_label))
+    records = to_records(texts, flags, target, safe_label)
+    aligned = None if scores is None else aligned_scores(scores, flags)
+    body = records_to_jsonl(records, aligned, target)
     return atomic_write_text(path, text_jsonl_to_chat(body) if dataset_format == "chat" else body)
