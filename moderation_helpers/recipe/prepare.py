@@ -12,7 +12,8 @@ The recipe (Mistral's Classifier Factory moderation cookbook), after
    or, with ``dataset_format="chat"``, the Factory's conversation kind: each comment becomes the
    user turn of a two-turn conversation after a fixed system turn saying what it is
    (:data:`CHAT_CONTEXT`), ``{"messages": [{"role": "system", ...}, {"role": "user",
-   "content": comment}], "labels": ...}``.
+   "content": comment}], "labels": ...}``. Given the rater fractions (``scores``), each line
+   also carries them as ``label_scores``, the local factory's soft targets (``core.jsonl``).
 
 notebooks/01_prepare.ipynb calls these one by one; the counts and ``prepare_summary.json`` are
 :mod:`moderation_helpers.recipe.prepare_report`'s. Everything is vectorized (pandas/numpy); the
