@@ -264,7 +264,8 @@ def test_whole_chain_on_conversations(civil_comments_dir, tmp_path, monkeypatch,
     assert status == 0, captured.out + captured.err
     assert_chain_outputs(run)
     first = json.loads((run / "train.jsonl").read_text(encoding="utf-8").splitlines()[0])
-    assert set(first) == {"messages", "labels"} and first["messages"][1]["role"] == "user"
+    assert set(first) == {"messages", "labels", "label_scores"}
+    assert first["messages"][1]["role"] == "user"
     predictions = pd.read_parquet(run / "predictions.parquet")
     assert predictions["text"].str.startswith("system: ").all()
     executed = (run / "04_infer.ipynb").read_text(encoding="utf-8")
