@@ -57,14 +57,14 @@ def prepared_rows(source: Path, args: argparse.Namespace) -> tuple[list[dict], l
         split: prepare.balance(frame, 0.4, 1.0, seed=args.seed) for split, frame in flags.items()
     }
     kept, _dropped = prepare.drop_rare_labels(balanced, 0.01)
-    texts = pd.concat([raw[s]["text"].set_axis(raw[s].index.map(f"{s}-{{}}".format)) for s in kept])
+    pooled = pd.concat([raw[s].set_axis(raw[s].index.map(f"{s}-{{}}".format)) for s in kept])
+    texts = pooled["text"]
     flags_all = pd.concat([kept[s].set_axis(kept[s].index.map(f"{s}-{{}}".format)) for s in kept])
     records = prepare.to_records(texts, flags_all)
     if args.no_label_scores:
         rows = records.to_dict("records")
     else:  # the lines 01_prepare writes: labels and the raters' fractions as label_scores
-        fractions = pd.concat([raw[s].set_axis(raw[s].index.map(f"{s}-{{}}".format)) for s in kept])
-        scores = prepare.aligned_scores(fractions, flags_all)
+        scores = prepare.aligned_scores(pooled, flags_all)
         rows = [json.loads(line) for line in prepare.records_to_jsonl(records, scores).splitlines()]
     from moderation_helpers.recipe.augment import template_additions
 
