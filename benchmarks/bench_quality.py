@@ -223,6 +223,7 @@ def run_encoder(name: str, rows: list[dict], augment: list[dict], args) -> dict[
         encoder=name,
         coherent_labels=not args.no_coherent_labels,
         layer_decay=args.layer_decay,
+        pooling=args.pooling,
     )
     rate: dict[str, dict[str, float]] = {}
     suites: list[dict[str, float]] = []
@@ -268,6 +269,7 @@ def machine() -> str:
 
 def parse_args() -> argparse.Namespace:
     from moderation_helpers.classifier.encoders import ENCODERS
+    from moderation_helpers.core.pooling import POOLINGS
 
     installed = [n for n, spec in ENCODERS.items() if spec.installed()]
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -299,6 +301,12 @@ def parse_args() -> argparse.Namespace:
         type=float,
         default=1.0,
         help="each encoder layer's rate times this below the one above (TrainSettings')",
+    )
+    parser.add_argument(
+        "--pooling",
+        choices=POOLINGS,
+        default="mean",
+        help="how the heads read a text (TrainSettings'; moderation_helpers.core.pooling)",
     )
     parser.add_argument(
         "--no-label-scores",

@@ -117,6 +117,40 @@ def test_the_checkpoint_records_its_base_encoder(trained):
     assert load_model(out).base_encoder == config["base_encoder"]
 
 
+def test_pooling_reads_only_the_texts_own_tokens():
+    import torch
+
+    hidden = torch.tensor([[[1.0, -2.0], [3.0, 0.0], [50.0, 50.0]]])  # the last is padding
+    mask = torch.tensor([[1, 1, 0]])
+    assert network.pool(hidden, mask, "mean").tolist() == [[2.0, -1.0]]
+    assert network.pool(hidden, mask, "mean_max").tolist() == [[2.0, -1.0, 3.0, 0.0]]
+
+
+def test_an_unknown_pooling_is_refused():
+    encoder = network.load_encoder(network.encoder_path())
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        network.Classifier(encoder, [MULTI], pooling="max")
+
+
+def test_a_mean_max_model_saves_reloads_and_exports_as_it_scores(tmp_path):
+    from moderation_helpers.export.onnx import export_model
+    from moderation_helpers.model.folder import read_classifier
+    from moderation_helpers.model.moderator import Moderator
+
+    out = tmp_path / "model"
+    T.train(_examples(False), None, [MULTI], _settings(training_steps=2, pooling="mean_max"), out)
+    assert json.loads((out / CHECKPOINT_JSON).read_text())["pooling"] == "mean_max"
+    model = load_model(out)
+    assert model.model.pooling == "mean_max"
+    texts = ["you idiot", "a quiet day in the park with friends"]
+    folder = export_model(model, tmp_path / "folder")
+    assert read_classifier(folder)["pooling"] == "mean_max"
+    assert "(mean + max pooling," in (folder / "README.md").read_text()
+    onnx = Moderator.load(folder).score(texts)["moderation"]
+    for row, scores in zip(onnx, model.predict(texts), strict=True):
+        assert row.tolist() == pytest.approx(list(scores["moderation"].values()), abs=1e-4)
+
+
 @pytest.mark.slow  # three trainings: the quick check leaves it to the full suite
 def test_same_seed_same_losses(tmp_path):
     runs = [

@@ -58,7 +58,7 @@ def save(
     config = {
         "format_version": FORMAT_VERSION,
         "base_encoder": base_encoder,
-        "pooling": "mean",
+        "pooling": model.pooling,
         "seq_len": seq_len,
         "rendering": dict(rendering),  # how it reads a conversation (core.conversation)
         "targets": [asdict(t) for t in targets],
@@ -127,7 +127,7 @@ def load_model(
     config = read_config(out)
     targets = [Target(**t) for t in config["targets"]]
     dev = pick_device(device)
-    model = Classifier(load_encoder(out / ENCODER_DIR), targets)
+    model = Classifier(load_encoder(out / ENCODER_DIR), targets, config.get("pooling", "mean"))
     model.heads.load_state_dict(load_file(str(out / HEADS_FILE)))
     model.to(dev).eval()
     tokenizer = load_tokenizer(str(out / ENCODER_DIR))

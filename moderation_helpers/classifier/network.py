@@ -1,4 +1,4 @@
-"""The network the factory fine-tunes: a base encoder, mean pooling, one linear head per target.
+"""The network the factory fine-tunes: a base encoder, pooling, one linear head per target.
 
 The API's ``model`` picks the base encoder (:mod:`.encoders`: all-MiniLM-L6-v2 unless the name
 is another registered encoder), shipped by PyPI packages and loaded offline with
@@ -6,7 +6,8 @@ is another registered encoder), shipped by PyPI packages and loaded offline with
 targets get an independent sigmoid per label (a comment can be both toxic and an insult),
 ``single_class`` targets a softmax over their labels. A ``multi_class`` target's ``implied_by``
 (:mod:`.coherence`, read off the training file) keeps a parent label's score at or above its
-children's.
+children's. Pooling (:mod:`moderation_helpers.core.pooling`) is the mean of the token vectors
+by default, or that mean beside their maximum (``mean_max``).
 
 Matmuls run in bfloat16 autocast where the hardware does bf16 natively (AVX-512 BF16 / AMX,
 Ampere+ GPUs): several times faster there; pooling and heads stay float32.
@@ -26,6 +27,7 @@ from torch import nn
 
 from moderation_helpers.classifier.coherence import coherent_logits
 from moderation_helpers.classifier.encoders import encoder_for
+from moderation_helpers.core.pooling import POOLINGS
 
 # The encoder's position embeddings stop at 512 tokens; the API's default seq_len (16384) is
 # clamped to this, and so is any larger request.
@@ -118,15 +120,33 @@ def clamp_seq_len(seq_len: int) -> int:
     return max(8, min(int(seq_len), MAX_SEQ_LEN))
 
 
-class Classifier(nn.Module):
-    """Encoder + mean pooling + one linear head per target; ``forward`` returns logits."""
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """One float32 vector per text from its token vectors ``(batch, tokens, width)``, padding
+    left out: their mean, or for ``mean_max`` the mean and the per-dimension maximum side by
+    side."""
+    mask = attention_mask.unsqueeze(-1).float()
+    hidden = hidden.float()
+    mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+    if pooling == "mean":
+        return mean
+    # a large negative, not -inf: a row of padding only still gives finite numbers
+    peak = hidden.masked_fill(mask == 0, -1e4).amax(1)
+    return torch.cat([mean, peak], dim=-1)
 
-    def __init__(self, encoder: nn.Module, targets: Sequence[Target]):
+
+class Classifier(nn.Module):
+    """Encoder + pooling (:func:`pool`) + one linear head per target; ``forward`` returns
+    logits."""
+
+    def __init__(self, encoder: nn.Module, targets: Sequence[Target], pooling: str = "mean"):
         super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         self.encoder = encoder
         self.targets = list(targets)
-        hidden = encoder.config.hidden_size
-        self.heads = nn.ModuleDict({t.name: nn.Linear(hidden, len(t.labels)) for t in targets})
+        self.pooling = pooling
+        width = encoder.config.hidden_size * (2 if pooling == "mean_max" else 1)
+        self.heads = nn.ModuleDict({t.name: nn.Linear(width, len(t.labels)) for t in targets})
 
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor
@@ -136,8 +156,7 @@ class Classifier(nn.Module):
         # Pooling and heads in float32 even under bf16 autocast: bf16 logits would round scores
         # into ties (hurting ROC-AUC) and the loss would lose precision.
         with torch.autocast(input_ids.device.type, enabled=False):
-            mask = attention_mask.unsqueeze(-1).float()
-            pooled = (hidden.float() * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+            pooled = pool(hidden, attention_mask, self.pooling)
             return {name: head(pooled) for name, head in self.heads.items()}
 
     def scores(

@@ -62,6 +62,7 @@ class TrainSettings:
     ``layer_decay``: layer-wise learning-rate decay; the encoder's top layer gets
     ``learning_rate`` and each layer below it ``layer_decay`` times the one above (1.0: every
     layer the same rate, the default; 0.8 was measured and not kept, docs/benchmarks.md).
+    ``pooling``: how the heads read a text (:mod:`moderation_helpers.core.pooling`).
     """
 
     training_steps: int = 100
@@ -77,6 +78,7 @@ class TrainSettings:
     encoder: str = DEFAULT_ENCODER
     coherent_labels: bool = True
     layer_decay: float = 1.0
+    pooling: str = "mean"
 
 
 @dataclass
@@ -206,7 +208,7 @@ def train(
     tokenizer = load_tokenizer(str(base.path()))
     if settings.coherent_labels:
         targets = with_implications(targets, train_examples)
-    model = Classifier(load_encoder(base.path()), targets).to(dev)
+    model = Classifier(load_encoder(base.path()), targets, settings.pooling).to(dev)
     fit = _Fit(model, tokenizer, targets, dev, settings.precision)
     train_data = fit.encode(train_examples, seq_len)
     valid_data = fit.encode(valid_examples, seq_len) if valid_examples else None

@@ -41,6 +41,7 @@ def model_card(
     ``graph`` field), or None when unknown."""
     job = job or {}
     hp = job.get("hyperparameters") or {}
+    pooling = record.get("pooling", "mean").replace("_", " + ")
     parts = [
         f"# Moderation classifier `{record.get('model_id') or 'exported model'}`",
         "",
@@ -49,7 +50,8 @@ def model_card(
         "",
         "## Model",
         "",
-        f"- Base encoder: `{record['base_encoder']}` (mean pooling, one linear head per target).",
+        f"- Base encoder: `{record['base_encoder']}` ({pooling} pooling, one linear head per "
+        "target).",
         f"- Inputs: `input_ids`, `attention_mask` (int64, batch x sequence); texts are read up "
         f"to {record['seq_len']} tokens (`tokenizer.json` truncates there).",
         f"- Job: `{job.get('id') or job.get('job_id') or 'unknown'}`, base model requested "

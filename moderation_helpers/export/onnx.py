@@ -2,7 +2,7 @@
 
 ``export_model(classifier, "deploy/", int8=True, thresholds=...)`` is handed a loaded
 ``classifier.checkpoint.ClassifierModel`` (the factory's training process exports each model it
-trains: ``factory.exports``) and writes one ONNX graph (encoder, mean pooling, every target's
+trains: ``factory.exports``) and writes one ONNX graph (encoder, pooling, every target's
 head and its sigmoid or softmax), the fast tokenizer configured to truncate at the model's
 ``seq_len``, ``classifier.json`` (with each variant's macro ROC-AUC on the job's validation
 examples), the tuned ``thresholds.json`` when given, and a model card. :func:`repackage` makes
@@ -212,6 +212,7 @@ def _record(
         ],
         seq_len=classifier.seq_len,
         base_encoder=classifier.base_encoder,
+        pooling=classifier.model.pooling,
         pad_id=pad_id,
         rendering=classifier.rendering,
         model_id=model_id,

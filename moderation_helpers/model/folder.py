@@ -7,7 +7,7 @@ read by :class:`moderation_helpers.model.moderator.Moderator`, the factory's fas
 =====================  ====================================================================
 file                   holds
 =====================  ====================================================================
-``model.onnx``         encoder + mean pooling + every target's head in one graph; inputs
+``model.onnx``         encoder + pooling + every target's head in one graph; inputs
                        ``input_ids`` / ``attention_mask`` (int64, dynamic batch and sequence
                        axes); one output per target (named after it) holding its *scores*
                        (sigmoid or softmax already applied), float32 ``(batch, n_labels)``
@@ -38,6 +38,10 @@ file                   holds
      "graph": {"fused_by": ..., "fused_operators": {...}},
      "opset": 17, "exported_with": {...versions...}}
 
+``pooling``: how the graph turns token vectors into the vector its heads read
+(:mod:`moderation_helpers.core.pooling`: ``mean`` or ``mean_max``); the graph computes it, so
+a reader only checks it is a known name.
+
 ``implied_by`` (optional; absent in folders exported before it): a parent label's score is
 never below its children's, read off the training file (``classifier.coherence``). The graph's
 scores already obey it; a reader needs nothing more and may show it.
@@ -66,6 +70,8 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from moderation_helpers.core.pooling import POOLINGS
 
 MODEL_ONNX = "model.onnx"
 MODEL_INT8_ONNX = "model.int8.onnx"
@@ -163,8 +169,10 @@ def validate_classifier(record: Any, where: str | os.PathLike = CLASSIFIER_JSON)
     seq_len = record.get("seq_len")
     if not isinstance(seq_len, int) or seq_len < 2:
         raise _problem(where, "seq_len", f"expected an integer >= 2, got {seq_len!r}")
-    if record.get("pooling") != "mean":
-        raise _problem(where, "pooling", f"only 'mean' is known, got {record.get('pooling')!r}")
+    if record.get("pooling") not in POOLINGS:
+        raise _problem(
+            where, "pooling", f"expected one of {list(POOLINGS)}, got {record.get('pooling')!r}"
+        )
     targets = record.get("targets")
     if not isinstance(targets, list) or not targets:
         raise _problem(where, "targets", "expected a non-empty list")
