@@ -62,7 +62,8 @@ class TrainSettings:
     ``layer_decay``: layer-wise learning-rate decay; the encoder's top layer gets
     ``learning_rate`` and each layer below it ``layer_decay`` times the one above (1.0: every
     layer the same rate, the default; 0.8 was measured and not kept, docs/benchmarks.md).
-    ``pooling``: how the heads read a text (:mod:`moderation_helpers.core.pooling`).
+    ``pooling``: how the heads read a text (:mod:`moderation_helpers.core.pooling`; ``mean``,
+    the default; ``mean_max`` was measured and not kept, docs/benchmarks.md).
     """
 
     training_steps: int = 100
