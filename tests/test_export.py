@@ -196,6 +196,7 @@ def test_classifier_json_errors_name_the_field(exported_model):
         validate_classifier(record, "x/classifier.json")
     with pytest.raises(ModelFolderError, match="format_version"):
         validate_classifier({**record, "format_version": 99})
+    record = read_classifier(exported_model)
     with pytest.raises(ModelFolderError, match=r"pooling.*'max'"):
         validate_classifier({**record, "pooling": "max"})
     validate_classifier({**record, "pooling": "mean_max"})
