@@ -57,9 +57,13 @@ def prepared_rows(source: Path, args: argparse.Namespace) -> tuple[list[dict], l
         split: prepare.balance(frame, 0.4, 1.0, seed=args.seed) for split, frame in flags.items()
     }
     kept, _dropped = prepare.drop_rare_labels(balanced, 0.01)
-    pooled = pd.concat([raw[s].set_axis(raw[s].index.map(f"{s}-{{}}".format)) for s in kept])
+
+    def named(frames: dict) -> pd.DataFrame:  # one frame of the splits, rows named "split-i"
+        return pd.concat([f.set_axis(f.index.map(f"{s}-{{}}".format)) for s, f in frames.items()])
+
+    pooled = named(raw)
     texts = pooled["text"]
-    flags_all = pd.concat([kept[s].set_axis(kept[s].index.map(f"{s}-{{}}".format)) for s in kept])
+    flags_all = named(kept)
     records = prepare.to_records(texts, flags_all)
     if args.no_label_scores:
         rows = records.to_dict("records")
@@ -223,7 +227,7 @@ def run_encoder(name: str, rows: list[dict], augment: list[dict], args) -> dict[
         encoder=name,
         coherent_labels=not args.no_coherent_labels,
         layer_decay=args.layer_decay,
-        pooling=args.pooling,
+        pooling=args.pooling or TrainSettings.pooling,
     )
     rate: dict[str, dict[str, float]] = {}
     suites: list[dict[str, float]] = []
@@ -305,8 +309,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--pooling",
         choices=POOLINGS,
-        default="mean",
-        help="how the heads read a text (TrainSettings'; moderation_helpers.core.pooling)",
+        help="how the heads read a text (default: TrainSettings'; moderation_helpers.core.pooling)",
     )
     parser.add_argument(
         "--no-label-scores",
