@@ -123,3 +123,34 @@ def test_mpnet_folder_loads_where_installed():
 
     config = AutoConfig.from_pretrained(str(ENCODERS[MPNET].path()), local_files_only=True)
     assert config.hidden_size == ENCODERS[MPNET].hidden_size
+
+
+@pytest.mark.slow
+def test_mpnet_trains_exports_and_serves_where_installed(tmp_path):
+    """The larger encoder through every path the default takes: train, export fp32 and int8,
+    the torch-free Moderator; skipped where the [mpnet] extra is not installed."""
+    if not ENCODERS[MPNET].installed():
+        pytest.skip(f"{MPNET} is not installed: {ENCODERS[MPNET].install_hint()}")
+    from moderation_helpers.classifier import training
+    from moderation_helpers.classifier.checkpoint import load_model
+    from moderation_helpers.classifier.network import Target
+    from moderation_helpers.export.onnx import export_model
+    from moderation_helpers.model.folder import read_classifier
+    from moderation_helpers.model.moderator import Moderator
+
+    target = Target("moderation", ["safe", "toxicity", "insult"], "multi_class")
+    rows = [
+        {"text": "you are a complete idiot", "labels": {"moderation": ["toxicity", "insult"]}},
+        {"text": "what a lovely afternoon in the park", "labels": {"moderation": ["safe"]}},
+    ] * 2
+    settings = training.TrainSettings(training_steps=2, batch_size=4, seq_len=16, encoder=MPNET)
+    training.train(rows, None, [target], settings, tmp_path / "model")
+    model = load_model(tmp_path / "model", precision="fp32")  # the graph's precision
+    folder = export_model(model, tmp_path / "folder", int8=True)
+    assert read_classifier(folder)["base_encoder"] == ENCODERS[MPNET].hub_id
+    texts = ["you idiot", "a quiet day in the park with friends"]
+    torch_scores = [list(s["moderation"].values()) for s in model.predict(texts)]
+    for variant, tolerance in (("fp32", 1e-4), ("int8", 0.3)):
+        scores = Moderator.load(folder, variant=variant).score(texts)["moderation"]
+        for row, expected in zip(scores, torch_scores, strict=True):
+            assert row.tolist() == pytest.approx(expected, abs=tolerance), variant

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -36,7 +37,8 @@ def tiny_notebooks(folder: Path, fail_at: str | None = None) -> Path:
     """One-cell step notebooks declaring a few parameters; ``fail_at`` raises."""
     declared = {
         "01_prepare": "run_dir = 'x'\nsource = 'x'\nmax_label_fraction = 0.2\nn_train = 10",
-        "02_train": "run_dir = 'x'\nbackend = 'auto'\ntraining_steps = 200",
+        "02_train": "run_dir = 'x'\nbackend = 'auto'\ntraining_steps = 200\nmodel = None\n"
+        "learning_rate = 1e-4",
         "03_monitor": "run_dir = 'x'\ntimeout = 3600",
         "04_infer": "run_dir = 'x'",
         "05_deploy": "run_dir = 'x'\nspeed_texts = 1000",
@@ -163,6 +165,65 @@ def test_failing_step_is_named_and_the_factory_still_stops(tmp_path, monkeypatch
     assert not (tmp_path / "run" / "03_monitor.ipynb").exists()
     (pid,) = set(factory_pids(lines))
     assert not pid_alive(pid)
+
+
+def test_unknown_preset_is_refused_naming_the_known_ones(tmp_path):
+    with pytest.raises(pipeline.PipelineError, match=r"'fast'.*\['default', 'quality'\]"):
+        pipeline.run_pipeline(tmp_path / "run", "s", preset="fast")
+    assert not (tmp_path / "run").exists()
+
+
+def missing_mpnet(monkeypatch) -> None:
+    """Make the quality preset's encoder look uninstalled, whatever this machine has."""
+    real = pipeline.find_encoder
+
+    def find(name):
+        spec = real(name)
+        return spec and dataclasses.replace(spec, distributions=("no-such-dist-xyz",))
+
+    monkeypatch.setattr(pipeline, "find_encoder", find)
+
+
+def test_an_encoder_the_run_cannot_train_stops_it_before_any_step(tmp_path, monkeypatch):
+    monkeypatch.delenv("MISTRAL_API_KEY", raising=False)
+    missing_mpnet(monkeypatch)
+    nb = tiny_notebooks(tmp_path / "nb")
+    with pytest.raises(
+        pipeline.PipelineError, match=r"preset 'quality'.*moderation-cookbook\[mpnet\]"
+    ):
+        pipeline.run_pipeline(tmp_path / "run", "s", notebooks_dir=nb, preset="quality")
+    with pytest.raises(
+        pipeline.PipelineError, match=r"^model all-mpnet-base-v2, which is not inst"
+    ):
+        pipeline.run_pipeline(
+            tmp_path / "run", "s", {"model": "all-mpnet-base-v2"}, notebooks_dir=nb
+        )
+    assert not (tmp_path / "run").exists(), "the run folder was made for a run that cannot train"
+    # another name is the backend's business (the local factory trains its default encoder)
+    pipeline.check_encoder({"model": "ministral-3b-latest"}, "local", "default")
+    with pytest.raises(pipeline.PipelineError, match="mistral backend trains its own models"):
+        pipeline.check_encoder({"model": "all-MiniLM-L6-v2"}, "mistral", "default")
+
+
+def test_a_preset_sets_its_parameters_and_p_overrides_them(tmp_path, monkeypatch):
+    monkeypatch.delenv("MISTRAL_API_KEY", raising=False)
+    monkeypatch.setattr(pipeline, "check_encoder", lambda *args: None)  # mpnet may be absent
+    lines: list[str] = []
+    run = tmp_path / "run"
+    pipeline.run_pipeline(
+        run,
+        "s",
+        {"training_steps": 3, "backend": "local"},
+        notebooks_dir=tiny_notebooks(tmp_path / "nb"),
+        preset="quality",
+        log=lines.append,
+    )
+    train = injected(run / "02_train.ipynb")
+    quality = pipeline.PRESETS["quality"]
+    assert f'model = "{quality["model"]}"' in train
+    assert f"learning_rate = {quality['learning_rate']}" in train
+    assert "training_steps = 3" in train, "-p did not override the preset"
+    assert "\npreset: quality (model=all-mpnet-base-v2" in "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- the whole chain
