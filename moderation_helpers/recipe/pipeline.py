@@ -111,7 +111,8 @@ def check_encoder(parameters: Mapping[str, Any], backend: str, preset: str) -> N
     spec = find_encoder(parameters.get("model"))
     if spec is None:
         return
-    asked = f"preset {preset!r} fine-tunes" if preset != "default" else "model"
+    from_preset = parameters.get("model") == PRESETS[preset].get("model")
+    asked = f"preset {preset!r} fine-tunes" if from_preset else "model"
     if backend != "local":
         raise PipelineError(
             f"{asked} {spec.name}, a base encoder of the local factory; the {backend} backend "
