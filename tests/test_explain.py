@@ -106,6 +106,29 @@ def test_labels_asked_for_are_explained_even_when_not_flagged(moderator):
         explain(moderator, [BENIGN], ["no-such-label"])
 
 
+def test_labels_asked_for_need_no_thresholds(exported_model, tmp_path, caplog):
+    """04 explains its worst errors with a folder fetched without thresholds.json: naming the
+    labels, it gets no "moderating at 0.5" warning; leaving them to the flags, it does."""
+    import logging
+    import shutil
+
+    from moderation_helpers.model.folder import THRESHOLDS_JSON
+
+    copy = tmp_path / "no-thresholds"
+    shutil.copytree(exported_model, copy)
+    (copy / THRESHOLDS_JSON).unlink()
+    bare = Moderator.load(copy, threads=1)
+    target, label = first_label(bare)
+    caplog.set_level(logging.WARNING, logger="moderation_helpers.model.moderator")
+    [explanation] = bare.explain([BENIGN], [label])
+    assert list(explanation) == [category(bare, target, label)]
+    assert not [r for r in caplog.records if "moderating at" in r.getMessage()]
+    with pytest.raises(ValueError, match="does not score"):
+        bare.explain([BENIGN], [label], thresholds={target: {"no-such-label": 0.5}})
+    bare.explain([BENIGN])
+    assert [r for r in caplog.records if "moderating at" in r.getMessage()]
+
+
 def test_int8_explains_like_fp32(exported_model):
     int8 = Moderator.load(exported_model, variant="int8", threads=1)
     target, label = first_label(int8)

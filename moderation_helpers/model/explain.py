@@ -219,7 +219,10 @@ def explain_units(
     if not texts:
         return []
     wanted = _wanted(moderator, labels)
-    table = moderator.threshold_table(thresholds)
+    # Thresholds only pick the flagged labels: asked for labels, a folder without them is fine
+    # (no "moderating at 0.5" warning), though thresholds passed in are still checked.
+    needed = wanted is None or thresholds is not None
+    table = moderator.threshold_table(thresholds) if needed else None
     plans = _alone_stage(moderator, texts, units, wanted, table, max_occluded)
     _occlusion_stage(moderator, plans)
     n_targets = len(moderator.targets)
