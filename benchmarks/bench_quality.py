@@ -114,7 +114,7 @@ def suite_check(
 ) -> dict[str, float]:
     """The behavioural suite (``recipe.behaviour``) flagged by the fold model's toxicity score at
     the threshold 04 would tune on the fold's held-out rows for ``base_rate``
-    (``base_rate.base_rate_threshold``: the smoothed F1 peak at that rate): accuracy per
+    (``base_rate_curve.base_rate_threshold``: the smoothed F1 peak at that rate): accuracy per
     behaviour, overall, the identity sentences' flag rate, and the threshold; then the same
     flagged by any label at the thresholds 04 tunes for each (``tune_for_base_rate``, keys
     ``any label: …``), as ``moderate()`` would flag it."""
@@ -123,8 +123,7 @@ def suite_check(
     import pandas as pd
 
     from moderation_helpers.core.conversation import example_texts
-    from moderation_helpers.core.flags import SAFE_LABEL
-    from moderation_helpers.recipe import base_rate as br
+    from moderation_helpers.recipe import base_rate_curve as curve
     from moderation_helpers.recipe import behaviour, cv
 
     cases, identity = behaviour.load_cases(), behaviour.identity_cases()
@@ -141,25 +140,12 @@ def suite_check(
     suite_all, identity_all = scores(list(cases["text"])), scores(list(identity["text"]))
     tox = labels.index("toxicity")
     y, held_out = truth[:, tox], held_out_all[:, tox]
-    threshold = br.base_rate_threshold(y, held_out, base_rate)  # 04's rule: the smoothed peak
+    threshold = curve.base_rate_threshold(y, held_out, base_rate)  # 04's rule: the smoothed peak
     report = behaviour.behaviour_report(cases, suite_all[:, tox] >= threshold)
     out = {f"suite {name}": float(acc) for name, acc in report["accuracy"].items()}
     out["identity flagged"] = float(np.mean(identity_all[:, tox] >= threshold))
     out["toxicity threshold"] = float(threshold)
-    # What a team meets: every label at the threshold 04 tunes for it, a case flagged when any
-    # label is (identity_attack's own threshold can flag what toxicity's leaves alone).
-    flag = [i for i, label in enumerate(labels) if label != SAFE_LABEL]
-    columns = pd.MultiIndex.from_tuples([("moderation", labels[i]) for i in flag])
-    fold_truth = pd.DataFrame(truth[:, flag].astype(bool), columns=columns)
-    tuned = br.tune_for_base_rate(
-        fold_truth,
-        pd.DataFrame(held_out_all[:, flag], columns=columns),
-        br.default_base_rates(fold_truth, reference_rate=base_rate),
-    )
-    limits = tuned["threshold"].to_numpy(float)
-    report = behaviour.behaviour_report(cases, (suite_all[:, flag] >= limits).any(axis=1))
-    out |= {f"any label: suite {name}": float(acc) for name, acc in report["accuracy"].items()}
-    out["any label: identity flagged"] = float(np.mean((identity_all[:, flag] >= limits).any(1)))
+    out |= any_label_readings(labels, truth, held_out_all, suite_all, identity_all, base_rate)
     if save is not None:
         save.parent.mkdir(parents=True, exist_ok=True)
         sets = pd.concat(
@@ -182,6 +168,44 @@ def suite_check(
             heldout_set=sets["set"].to_numpy(str),
             heldout_kind=sets["kind"].to_numpy(str),
         )
+    return out
+
+
+def any_label_readings(
+    labels: list[str],
+    truth: Any,
+    held_out: Any,
+    suite: Any,
+    identity: Any,
+    base_rate: float,
+    tune_for_traffic_mix: bool = False,
+) -> dict[str, float]:
+    """What a team meets: every label at the threshold 04 tunes for it on the fold's held-out
+    rows (``truth``, ``held_out``: one column per label of ``labels``), a suite case flagged
+    when any label is (identity_attack's own threshold can flag what toxicity's leaves alone):
+    accuracy per behaviour (keys ``any label: suite …``) and the identity sentences flagged."""
+    import numpy as np
+    import pandas as pd
+
+    from moderation_helpers.core.flags import SAFE_LABEL
+    from moderation_helpers.recipe import base_rate as br
+    from moderation_helpers.recipe import behaviour
+
+    flag = [i for i, label in enumerate(labels) if label != SAFE_LABEL]
+    columns = pd.MultiIndex.from_tuples([("moderation", labels[i]) for i in flag])
+    fold_truth = pd.DataFrame(truth[:, flag].astype(bool), columns=columns)
+    tuned = br.tune_for_base_rate(
+        fold_truth,
+        pd.DataFrame(held_out[:, flag], columns=columns),
+        br.default_base_rates(fold_truth, reference_rate=base_rate),
+        tune_for_traffic_mix=tune_for_traffic_mix,
+    )
+    limits = tuned["threshold"].to_numpy(float)
+    report = behaviour.behaviour_report(
+        behaviour.load_cases(), (suite[:, flag] >= limits).any(axis=1)
+    )
+    out = {f"any label: suite {name}": float(acc) for name, acc in report["accuracy"].items()}
+    out["any label: identity flagged"] = float(np.mean((identity[:, flag] >= limits).any(1)))
     return out
 
 

@@ -1,5 +1,6 @@
 """How 04's base-rate threshold transfers: the smoothed F1 peak, at several kernel widths,
-against the raw reweighted one, for any label.
+against the raw reweighted one, for any label; for a label other than toxicity, also tuned for
+the traffic's mix of negatives.
 
     python benchmarks/bench_quality.py --save-scores scores/   # fold scores (every label)
     python benchmarks/bench_thresholds.py scores/*.npz [--rate 0.08 --rows 100 --draws 40]
@@ -10,12 +11,18 @@ suite's scores, as ``bench_quality.py --save-scores`` writes them. From each fol
 times: ``--rows`` held-out rows play 04's validation split (the mirror's is 100 rows), a
 threshold is tuned on them by each rule (``base_rate.base_rate_threshold``: raw, and smoothed at
 each of ``--scales``), and is measured on the fold's *other* rows, reweighted to the label's
-rate (F1 at that rate), and on the suite with the label as the flag. Toxicity's rate is
-``--rate``; another label's is 04's default (``base_rate.default_base_rates``: its share scaled
-by toxicity's factor, on the tuning rows for the tuning and on the other rows for the
+rate with the traffic's mix of negatives (F1 at that rate, as 04's ``expected_f1`` reads it:
+``base_rate_curve.traffic_mix``), and on the suite with the label as the flag. Toxicity's rate
+is ``--rate``; another label's is 04's default (``base_rate.default_base_rates``: its share
+scaled by toxicity's factor, on the tuning rows for the tuning and on the other rows for the
 measure). The suite columns: accuracy over every case (toxicity only), the cases of the
 behaviour named like the label caught (toxicity: attacks on groups), benign cases and the
 identity sentences flagged. Prints the mean and spread of each.
+
+``--any-label`` instead tunes every label on each fold's held-out rows, as 04 does, once on each
+label's own classes (04's default) and once for the traffic's mix
+(``tune_for_base_rate(tune_for_traffic_mix=True)``), and prints the suite flagged by any label,
+as ``moderate()`` flags it (``bench_quality.any_label_readings``), mean over folds.
 """
 
 from __future__ import annotations
@@ -32,8 +39,10 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_explain import cpu_name  # noqa: E402
+from bench_quality import any_label_readings  # noqa: E402
 
 from moderation_helpers.recipe import base_rate as br  # noqa: E402
+from moderation_helpers.recipe import base_rate_curve as curve  # noqa: E402
 from moderation_helpers.recipe import behaviour  # noqa: E402
 
 
@@ -68,7 +77,8 @@ def measure(
     scales: Sequence[float],
     label: str = "toxicity",
 ) -> dict:
-    """Per rule (the raw peak, and the smoothed peak at each bandwidth scale of ``scales``), an
+    """Per rule (the raw peak, the smoothed peak at each bandwidth scale of ``scales``, and for
+    a label other than toxicity the smoothed peak at 1x tuned for the traffic's mix), an
     array of (threshold, F1 at the label's rate on other rows, suite accuracy, the label's
     behaviour caught, benign cases flagged, identity sentences flagged), one row per draw."""
     cases = behaviour.load_cases()
@@ -78,6 +88,8 @@ def measure(
     rng = np.random.default_rng(seed)
     rules = {"raw peak": dict(smooth=False)}
     rules |= {f"smoothed peak, {x:g} x Silverman": dict(bandwidth_scale=x) for x in scales}
+    if label != "toxicity":
+        rules["smoothed peak, 1 x Silverman, traffic mix"] = dict(bandwidth_scale=1.0, mix=True)
     out: dict[str, list] = {name: [] for name in rules}
 
     def label_rate(y: np.ndarray) -> float:
@@ -88,6 +100,12 @@ def measure(
         truth = pd.DataFrame(y, columns=pd.MultiIndex.from_tuples([br.REFERENCE_LABEL, column]))
         return br.default_base_rates(truth, reference_rate=rate)[column]
 
+    def mix(y: np.ndarray) -> dict:
+        """The traffic-mix arguments for rows ``y`` (toxicity in column 0)."""
+        if y.shape[1] == 1 or label == "toxicity":
+            return {}
+        return dict(reference=y[:, 0], reference_rate=rate)
+
     for path in files:
         y_all, s_all, suite, identity = _fold(path, label, len(cases))
         y, s = y_all[:, -1], s_all[:, -1]
@@ -96,11 +114,14 @@ def measure(
             rest = np.setdiff1d(np.arange(len(y)), tune)
             if not y[tune].any():
                 continue  # 04 keeps the default threshold: nothing to compare
-            curve_t, curve_f1 = br.weighted_f1_curve(
-                y[rest], s[rest], br.prior_weights(y[rest], label_rate(y_all[rest]))
-            )
+            cells = curve.traffic_mix(y[rest], label_rate(y_all[rest]), **mix(y_all[rest]))
+            curve_t, curve_f1 = curve.weighted_f1_curve(y[rest], s[rest], curve.mix_weights(*cells))
             for name, rule in rules.items():
-                t = br.base_rate_threshold(y[tune], s[tune], label_rate(y_all[tune]), **rule)
+                rule = dict(rule)
+                extra = mix(y_all[tune]) if rule.pop("mix", False) else {}
+                t = curve.base_rate_threshold(
+                    y[tune], s[tune], label_rate(y_all[tune]), **rule, **extra
+                )
                 reached = np.flatnonzero(curve_t >= t)
                 flags = suite >= t
                 out[name].append(
@@ -116,6 +137,27 @@ def measure(
     return {name: np.array(v) for name, v in out.items()}
 
 
+def any_label(files: Sequence[Path], rate: float) -> pd.DataFrame:
+    """Per tuning (each label's own classes, the traffic's mix): the suite's readings by any
+    label at the thresholds tuned on each fold's held-out rows, mean over folds."""
+    readings: dict[str, list[dict]] = {"own classes": [], "traffic mix": []}
+    for path in files:
+        saved = np.load(path)
+        if "labels" not in saved:
+            raise SystemExit(f"{path}: toxicity scores only; rerun bench_quality --save-scores")
+        fold = (
+            list(saved["labels"]),
+            saved["y_all"],
+            saved["held_out_all"],
+            saved["cases_all"],
+            saved["identity_all"],
+            rate,
+        )
+        for name, mix in (("own classes", False), ("traffic mix", True)):
+            readings[name].append(any_label_readings(*fold, tune_for_traffic_mix=mix))
+    return pd.DataFrame({name: pd.DataFrame(rows).mean() for name, rows in readings.items()})
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("files", nargs="+", type=Path, help="bench_quality --save-scores files")
@@ -128,11 +170,22 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--scales",
         type=float,
         nargs="+",
-        default=[1.0, br.BANDWIDTH_SCALE],
+        default=[1.0, curve.BANDWIDTH_SCALE],
         help="kernel widths to compare, in Silverman's bandwidths (04's default: "
-        f"{br.BANDWIDTH_SCALE:g})",
+        f"{curve.BANDWIDTH_SCALE:g})",
+    )
+    parser.add_argument(
+        "--any-label", action="store_true", help="the suite flagged by any label, two tunings"
     )
     args = parser.parse_args(argv)
+    if args.any_label:
+        print(f"command: {shlex.join([sys.executable, *sys.argv])}")
+        print(f"cpu: {cpu_name()}")
+        print(
+            f"{len(args.files)} folds; toxicity at {args.rate:.0%}; every label tuned as 04 does\n"
+        )
+        print(any_label(args.files, args.rate).round(3).to_markdown())
+        return
     results = measure(
         args.files, args.rate, args.rows, args.draws, args.seed, args.scales, args.label
     )

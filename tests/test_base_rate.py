@@ -8,6 +8,7 @@ import pytest
 from scipy.special import expit
 
 from moderation_helpers.recipe import base_rate as br
+from moderation_helpers.recipe import base_rate_curve as curve
 from moderation_helpers.recipe import evaluate as ev
 
 TOX = ("moderation", "toxicity")
@@ -75,15 +76,15 @@ def test_the_unsmoothed_threshold_maximizes_the_reweighted_f1():
     truth, scores = single(y, s)
     chosen = br.tune_for_base_rate(truth, scores, {TOX: 0.1}, smooth=False).loc[TOX]
     candidates = np.unique(s)
-    f1s = [br.expected_metrics(y, s, t, 0.1)["expected_f1"] for t in candidates]
+    f1s = [curve.expected_metrics(y, s, t, 0.1)["expected_f1"] for t in candidates]
     assert chosen["expected_f1"] == pytest.approx(np.nanmax(f1s))
 
 
 def test_weighted_curve_matches_a_direct_weighted_count():
     y, s = synthetic(n=300, seed=4)
-    w = br.prior_weights(y, 0.2)
+    w = curve.prior_weights(y, 0.2)
     assert w[y] == pytest.approx(0.2 / y.mean()) and w[~y] == pytest.approx(0.8 / (1 - y.mean()))
-    thresholds, f1 = br.weighted_f1_curve(y, s, w)
+    thresholds, f1 = curve.weighted_f1_curve(y, s, w)
     assert (np.diff(thresholds) < 0).all()
     for t, value in zip(thresholds[::37], f1[::37], strict=True):
         hit = s >= t
@@ -151,9 +152,9 @@ def population_best(pi: float) -> float:
 
 def test_the_smoothed_curve_finds_the_population_threshold_on_a_large_split():
     y, s = normal_split(20000, 0.6, seed=5)
-    chosen = br.base_rate_threshold(y, s, 0.08)
+    chosen = curve.base_rate_threshold(y, s, 0.08)
     assert chosen == pytest.approx(population_best(0.08), abs=0.02)
-    thresholds, f1 = br.smoothed_f1_curve(y, s, 0.08)
+    thresholds, f1 = curve.smoothed_f1_curve(y, s, 0.08)
     assert (np.diff(thresholds) < 0).all() and ((0 <= f1) & (f1 <= 1)).all()
 
 
@@ -165,8 +166,8 @@ def test_smoothing_steadies_the_threshold_of_small_splits():
     smoothed, raw = [], []
     for seed in range(60):
         y, s = normal_split(100, 0.6, seed)
-        smoothed.append(br.base_rate_threshold(y, s, 0.08, bandwidth_scale=1.0) - best)
-        raw.append(br.base_rate_threshold(y, s, 0.08, smooth=False) - best)
+        smoothed.append(curve.base_rate_threshold(y, s, 0.08, bandwidth_scale=1.0) - best)
+        raw.append(curve.base_rate_threshold(y, s, 0.08, smooth=False) - best)
     smoothed, raw = np.abs(smoothed), np.abs(raw)
     assert smoothed.mean() < raw.mean()
     assert np.percentile(smoothed, 90) < np.percentile(raw, 90)
@@ -179,15 +180,17 @@ def test_a_gap_among_the_negatives_is_not_read_as_no_negatives():
     positives = np.linspace(0.35, 0.999, 60)
     y = np.r_[np.zeros(40, bool), np.ones(60, bool)]
     s = np.r_[negatives, positives]
-    raw = br.base_rate_threshold(y, s, 0.08, smooth=False)
+    raw = curve.base_rate_threshold(y, s, 0.08, smooth=False)
     assert raw < 0.36
-    assert br.base_rate_threshold(y, s, 0.08) > raw + 0.05
+    assert curve.base_rate_threshold(y, s, 0.08) > raw + 0.05
 
 
 def test_a_class_too_small_to_smooth_falls_back_to_the_raw_peak():
     y = np.r_[np.zeros(1, bool), np.ones(20, bool)]
     s = np.r_[0.3, np.linspace(0.4, 0.9, 20)]
-    assert br.base_rate_threshold(y, s, 0.08) == br.base_rate_threshold(y, s, 0.08, smooth=False)
+    assert curve.base_rate_threshold(y, s, 0.08) == curve.base_rate_threshold(
+        y, s, 0.08, smooth=False
+    )
 
 
 def test_one_stray_benign_score_barely_moves_the_default_threshold():
@@ -199,14 +202,14 @@ def test_one_stray_benign_score_barely_moves_the_default_threshold():
         rng = np.random.default_rng(seed)
         z = np.r_[rng.normal(3.0, 1.5, 60), rng.normal(-5.0, 1.5, 39)]
         swing = {}
-        for scale in (1.0, br.BANDWIDTH_SCALE):
+        for scale in (1.0, curve.BANDWIDTH_SCALE):
             chosen = [
-                br.base_rate_threshold(y, expit(np.r_[z, stray]), 0.08, bandwidth_scale=scale)
+                curve.base_rate_threshold(y, expit(np.r_[z, stray]), 0.08, bandwidth_scale=scale)
                 for stray in (-2, 0, 1, 2, 3, 4, 5)
             ]
             swing[scale] = max(chosen) - min(chosen)
-        assert swing[br.BANDWIDTH_SCALE] < 0.15
-        assert swing[br.BANDWIDTH_SCALE] < swing[1.0]
+        assert swing[curve.BANDWIDTH_SCALE] < 0.15
+        assert swing[curve.BANDWIDTH_SCALE] < swing[1.0]
 
 
 def test_toxicity_gets_the_wide_kernel_and_every_other_label_silvermans():
@@ -216,7 +219,83 @@ def test_toxicity_gets_the_wide_kernel_and_every_other_label_silvermans():
     s = expit(np.r_[rng.normal(2.0, 1.5, 15), rng.normal(-3.0, 2.0, 85)])
     truth, scores = frames({TOX: y, THREAT: y}), frames({TOX: s, THREAT: s})
     table = br.tune_for_base_rate(truth, scores, {TOX: 0.02, THREAT: 0.02})
-    wide = br.base_rate_threshold(y, s, 0.02, bandwidth_scale=br.BANDWIDTH_SCALE)
-    own = br.base_rate_threshold(y, s, 0.02, bandwidth_scale=br.LABEL_BANDWIDTH_SCALE)
+    wide = curve.base_rate_threshold(y, s, 0.02, bandwidth_scale=curve.BANDWIDTH_SCALE)
+    own = curve.base_rate_threshold(y, s, 0.02, bandwidth_scale=curve.LABEL_BANDWIDTH_SCALE)
     assert wide != own
     assert table.at[TOX, "threshold"] == wide and table.at[THREAT, "threshold"] == own
+
+
+def sub_label_split(n: int = 3000, seed: int = 5):
+    """A balanced-like split where insult comes only with toxicity, and toxic comments without
+    insult score high on insult too (as a fine-tuned head does), benign ones low."""
+    rng = np.random.default_rng(seed)
+    tox = rng.random(n) < 0.6
+    insult = tox & (rng.random(n) < 0.4)
+    s = np.where(insult, rng.normal(0.75, 0.1, n), np.where(tox, rng.normal(0.5, 0.15, n), 0.0))
+    s = np.where(tox, s, rng.normal(0.1, 0.08, n))
+    return tox, insult, np.clip(s, 0.001, 0.999).round(3)
+
+
+def test_the_traffic_mix_keeps_toxic_negatives_as_rare_as_traffic_has_them():
+    tox, insult, _ = sub_label_split()
+    cells, shares = curve.traffic_mix(insult, 0.03, reference=tox, reference_rate=0.08)
+    assert shares == pytest.approx([0.92, 0.05, 0.0, 0.03])
+    assert (cells == 2 * insult + tox).all()
+    weights = curve.mix_weights(cells, shares)
+    assert weights[tox & ~insult].sum() / weights.sum() == pytest.approx(0.05)
+    # Without a reference the cells are the label's classes: the prior-ratio weights.
+    plain, plain_shares = curve.traffic_mix(insult, 0.03)
+    assert plain_shares == pytest.approx([0.97, 0.0, 0.0, 0.03])
+    assert curve.mix_weights(plain, plain_shares) == pytest.approx(
+        curve.prior_weights(insult, 0.03)
+    )
+    # A cell validation lacks hands its share to its class's other cell.
+    _, no_toxic_negatives = curve.traffic_mix(insult, 0.03, reference=insult, reference_rate=0.08)
+    assert no_toxic_negatives == pytest.approx([0.97, 0.0, 0.0, 0.03])
+
+
+def test_expected_figures_for_a_sub_label_match_traffic_resampled_at_its_mix():
+    tox, insult, s = sub_label_split()
+    threshold = 0.6
+    rng = np.random.default_rng(11)
+    size = 400_000
+    n_tox = int(0.08 * size)
+    rows = np.r_[
+        rng.choice(np.flatnonzero(tox), n_tox), rng.choice(np.flatnonzero(~tox), size - n_tox)
+    ]
+    flagged, truth = s[rows] >= threshold, insult[rows]
+    rate = float(truth.mean())
+    mixed = curve.expected_metrics(insult, s, threshold, rate, reference=tox, reference_rate=0.08)
+    assert mixed["expected_flag_rate"] == pytest.approx(flagged.mean(), abs=0.002)
+    assert mixed["expected_precision"] == pytest.approx(truth[flagged].mean(), abs=0.01)
+    assert mixed["expected_recall"] == pytest.approx(flagged[truth].mean(), abs=0.01)
+    # Weighting insult's own classes keeps validation's toxic negatives: far too many flags.
+    own = curve.expected_metrics(insult, s, threshold, rate)
+    assert own["expected_flag_rate"] > 2 * flagged.mean()
+    assert own["expected_precision"] < truth[flagged].mean() - 0.2
+
+
+def test_thresholds_are_tuned_on_the_labels_own_classes_and_read_with_the_mix():
+    tox, insult, s = sub_label_split(n=400)
+    INSULT = ("moderation", "insult")
+    truth = frames({TOX: tox, INSULT: insult})
+    scores = frames({TOX: np.where(tox, 0.8, 0.1), INSULT: s})
+    rates = br.default_base_rates(truth)
+    table = br.tune_for_base_rate(truth, scores, rates)
+    own = curve.base_rate_threshold(insult, s, rates[INSULT], bandwidth_scale=1.0)
+    mix = dict(reference=tox, reference_rate=rates[TOX])
+    assert table.at[INSULT, "threshold"] == own
+    expected = curve.expected_metrics(insult, s, own, rates[INSULT], **mix)
+    assert table.at[INSULT, "expected_precision"] == pytest.approx(expected["expected_precision"])
+    # Tuned for the mix: the toxic negatives weigh less, so the threshold falls.
+    tuned = br.tune_for_base_rate(truth, scores, rates, tune_for_traffic_mix=True)
+    at_mix = curve.base_rate_threshold(insult, s, rates[INSULT], bandwidth_scale=1.0, **mix)
+    assert tuned.at[INSULT, "threshold"] == at_mix < own
+    assert tuned.at[TOX, "threshold"] == table.at[TOX, "threshold"]
+    # Without toxicity in the frame every label is read on its own classes.
+    alone = br.expected_at_rate(
+        frames({INSULT: insult}), frames({INSULT: s}), {INSULT: own}, {INSULT: 0.03}
+    )
+    assert alone.at[INSULT, "expected_flag_rate"] == pytest.approx(
+        curve.expected_metrics(insult, s, own, 0.03)["expected_flag_rate"]
+    )

@@ -31,7 +31,7 @@ from matplotlib.figure import Figure
 from sklearn.metrics import precision_recall_curve
 
 from moderation_helpers.core.flags import SAFE_LABEL, reaches
-from moderation_helpers.recipe.base_rate import expected_metrics
+from moderation_helpers.recipe.base_rate import expected_at_rate
 from moderation_helpers.recipe.evaluate import label_metrics
 from moderation_helpers.recipe.moderate import save_thresholds, thresholds_record
 from moderation_helpers.recipe.predictions import predict
@@ -66,7 +66,7 @@ def figures_table(
     Columns are ``("", "threshold")`` and ``(split, figure)`` for the splits in ``scores``.
     The share flagged is computed with :func:`predictions.predict`, the rule ``moderate()`` uses.
     With ``base_rates``, ``("at base rate", "flagged" | "precision")`` add what validation's
-    recall and false-positive rate mean on traffic at each label's base rate.
+    figures mean on traffic at each label's base rate (``base_rate.expected_at_rate``).
     """
     columns = list(next(iter(scores.values())).columns)
     rows: dict[Column, dict[tuple[str, str], Any]] = {
@@ -78,15 +78,13 @@ def figures_table(
             figures = threshold_figures(truth[split][column], frame[column], thresholds[column])
             figures["flagged"] = float(flagged[column]) if len(frame) else 0.0
             rows[column].update({(split, name): figures[name] for name in FIGURES})
-    for column in columns if base_rates else ():
-        expected = expected_metrics(
-            truth["validation"][column].to_numpy(),
-            scores["validation"][column].to_numpy(),
-            thresholds[column],
-            base_rates[column],
+    if base_rates:
+        expected = expected_at_rate(
+            truth["validation"], scores["validation"], thresholds, base_rates
         )
-        rows[column][(AT_RATE, "flagged")] = expected["expected_flag_rate"]
-        rows[column][(AT_RATE, "precision")] = expected["expected_precision"]
+        for column in columns:
+            rows[column][(AT_RATE, "flagged")] = expected.at[column, "expected_flag_rate"]
+            rows[column][(AT_RATE, "precision")] = expected.at[column, "expected_precision"]
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index = pd.MultiIndex.from_tuples(columns, names=["target", "label"])
     table.columns = pd.MultiIndex.from_tuples(table.columns)
