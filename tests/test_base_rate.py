@@ -249,6 +249,11 @@ def test_the_traffic_mix_keeps_toxic_negatives_as_rare_as_traffic_has_them():
     assert curve.mix_weights(plain, plain_shares) == pytest.approx(
         curve.prior_weights(insult, 0.03)
     )
+    # A label that cannot sit inside toxicity (more toxic positives than traffic has toxic
+    # comments) is read on its own classes.
+    unrelated = tox & (np.arange(tox.size) % 2 == 0) | (~tox & (np.arange(tox.size) % 3 == 0))
+    cells, shares = curve.traffic_mix(unrelated, 0.3, reference=tox, reference_rate=0.08)
+    assert shares == pytest.approx([0.7, 0.0, 0.0, 0.3]) and set(cells) <= {0, 3}
     # A cell validation lacks hands its share to its class's other cell.
     _, no_toxic_negatives = curve.traffic_mix(insult, 0.03, reference=insult, reference_rate=0.08)
     assert no_toxic_negatives == pytest.approx([0.97, 0.0, 0.0, 0.03])

@@ -30,18 +30,23 @@ def traffic_mix(
     A cell is ``2 x label + reference`` (0: neither, 1: reference only, 2: label only, 3: both).
     The label's positives get ``base_rate`` (split between toxic and not as in validation),
     toxic negatives what is left of ``reference_rate``, benign ones the rest: traffic's mix of
-    negatives, not validation's (why: :mod:`.base_rate`). Without ``reference`` the cells are
-    the label's two classes. A cell validation lacks hands its share to its class's other cell.
+    negatives, not validation's (why: :mod:`.base_rate`). Without ``reference``, or where the
+    label's rate cannot fit inside the reference's as validation splits it (a label unrelated
+    to toxicity, given a high rate), the cells are the label's two classes. A cell validation
+    lacks hands its share to its class's other cell.
     """
     y = np.asarray(y, dtype=bool)
-    if reference is None:
-        reference, reference_rate = y, base_rate
-    r = np.asarray(reference, dtype=bool)
-    rate = float(base_rate)
-    ref_rate = rate if reference_rate is None else float(reference_rate)
+    rate, fits = float(base_rate), False
+    if reference is not None:
+        r = np.asarray(reference, dtype=bool)
+        ref_rate = rate if reference_rate is None else float(reference_rate)
+        toxic_share = float(r[y].mean()) if y.any() else 1.0
+        toxic, benign = rate * toxic_share, rate * (1 - toxic_share)
+        fits = toxic <= ref_rate + 1e-9 and benign <= 1 - ref_rate + 1e-9
+    if not fits:
+        r, ref_rate, toxic_share = y, rate, 1.0
     cells = 2 * y.astype(int) + r.astype(int)
     counts = np.bincount(cells, minlength=4)
-    toxic_share = counts[3] / (counts[2] + counts[3]) if counts[2] + counts[3] else 1.0
     both = rate * toxic_share
     reference_only = float(np.clip(ref_rate - both, 0.0, 1.0 - rate))
     shares = np.array([1.0 - rate - reference_only, reference_only, rate - both, both])
