@@ -304,6 +304,20 @@ def test_the_model_card_shows_behaviours_identity_rates_and_the_base_rate():
     summary = {"source": "/home/someone/data/civil_comments", "threshold": 0.5, "splits": {}}
     card = model_card(record, evaluation=evaluation, summary=summary)
     assert "| insult | flag | 3 | 0.667 | 0.667 |" in card
+    # evaluation.json's sorted keys put "overall" mid-table; the card lists flag, leave, overall
+    sorted_keys = {
+        "negated": {"toxic": False, "n": 2, "accuracy": 1.0, "flag_rate": 0.0},
+        "overall": {"toxic": None, "n": 5, "accuracy": 0.8, "flag_rate": 0.4},
+        "threat": {"toxic": True, "n": 3, "accuracy": 2 / 3, "flag_rate": 2 / 3},
+    }
+    rows = [
+        line.split(" | ")[0].lstrip("| ")
+        for line in model_card(record, evaluation={**evaluation, "behaviours": sorted_keys})
+        .split("## Behaviours")[1]
+        .splitlines()
+        if line.startswith("| ") and " | " in line
+    ]
+    assert rows[:4] == ["behaviour", "threat", "negated", "overall"]
     assert "| religion | 0.25 |" in card and "(worst: Muslim)" in card
     assert "0.1 flagged overall (neutral 0, attack_frame 0.25);" in card
     assert "moderation/insult 5.0%" in card and "safe 90" not in card

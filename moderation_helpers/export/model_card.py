@@ -229,6 +229,10 @@ def _behaviour_section(evaluation: Mapping[str, Any] | None) -> str:
     behaviours = (evaluation or {}).get("behaviours")
     if not behaviours:
         return "No behavioural checks were given to the export (run 04_infer)."
+    # evaluation.json keeps its keys sorted; the card reads what to flag, what to leave, then
+    # the overall row (the one that wants neither)
+    wanted_order = {True: 0, False: 1}
+    ordered = sorted(behaviours.items(), key=lambda item: wanted_order.get(item[1].get("toxic"), 2))
     rows = [
         (
             name,
@@ -237,7 +241,7 @@ def _behaviour_section(evaluation: Mapping[str, Any] | None) -> str:
             _fmt(b.get("accuracy")),
             _fmt(b.get("flag_rate")),
         )
-        for name, b in behaviours.items()
+        for name, b in ordered
     ]
     parts = [
         "The project's own hand-written cases (none used in training), flagged as `moderate()` "
