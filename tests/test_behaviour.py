@@ -135,6 +135,23 @@ def test_biased_scorer_shows_up_in_the_identity_report():
     assert spread.loc["group", "worst"] == "religion"
 
 
+def test_a_distrusted_template_shows_up_whatever_the_group():
+    cases = bh.identity_cases()
+    short = bh.identity_templates()["short"][0]
+    flagged = (cases["template"] == short).to_numpy()  # one phrasing flagged for every term
+    report = bh.identity_report(cases, flagged)
+    templates = report.loc["template"]
+    assert len(templates) == sum(len(t) for t in bh.identity_templates().values())
+    assert templates.loc[short, "fpr"] == 1.0 and templates.loc[short, "fpr_short"] == 1.0
+    assert templates.loc[short, "n"] == flagged.sum()
+    assert (templates.drop(index=short)["fpr"] == 0).all()
+    terms = report.loc["term"]
+    assert (terms["fpr"] * terms["n"]).round(9).eq(1).all()  # one sentence for every term
+    suite = bh.load_cases()
+    record = bh.evaluation_record(bh.behaviour_report(suite, np.zeros(len(suite), bool)), report)
+    assert record["identity"]["templates"][short] == 1.0
+
+
 def test_unbiased_scorer_has_no_spread():
     cases = bh.identity_cases()
     report = bh.identity_report(cases, np.zeros(len(cases), bool))

@@ -299,6 +299,7 @@ def test_the_model_card_shows_behaviours_identity_rates_and_the_base_rate():
             "kinds": {"neutral": 0.0, "attack_frame": 0.25},
             "groups": {"religion": 0.25},
             "spread": {"term": {"min": 0.0, "max": 0.4, "worst": "Muslim"}},
+            "templates": {"I love {people}.": 0.1, "We are {people}.": 0.5, "Hi {people}.": 0.0},
         },
     }
     summary = {"source": "/home/someone/data/civil_comments", "threshold": 0.5, "splits": {}}
@@ -319,6 +320,7 @@ def test_the_model_card_shows_behaviours_identity_rates_and_the_base_rate():
     ]
     assert rows[:4] == ["behaviour", "threat", "negated", "overall"]
     assert "| religion | 0.25 |" in card and "(worst: Muslim)" in card
+    assert 'most groups: "We are {people}." 0.5, "I love {people}." 0.1.' in card
     assert "0.1 flagged overall (neutral 0, attack_frame 0.25);" in card
     assert "moderation/insult 5.0%" in card and "safe 90" not in card
     assert "/home/someone" not in card and "`civil_comments (a local copy" in card

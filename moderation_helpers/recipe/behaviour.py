@@ -177,22 +177,26 @@ def _fpr_table(frame: pd.DataFrame, by: str) -> pd.DataFrame:
 
 
 def identity_report(identity_cases: pd.DataFrame, flagged: Sequence[bool]) -> pd.DataFrame:
-    """False-positive rate on the identity cases (all benign) per term, per group and overall.
+    """False-positive rate on the identity cases (all benign) per term, per group, per template
+    and overall.
 
-    Rows are indexed ``(level, name)`` with level ``term``, ``group`` or ``overall``; columns
-    ``group`` (a term's group), ``n``, ``fpr`` and ``fpr_<template_kind>`` (``fpr_neutral``,
-    ``fpr_positive``, ``fpr_attack_frame``, ``fpr_short``). A fair model has about the same FPR
-    for every term: :func:`identity_spread` summarizes how far apart they are.
+    Rows are indexed ``(level, name)`` with level ``term``, ``group``, ``template`` or
+    ``overall``; columns ``group`` (a term's group), ``n``, ``fpr`` and ``fpr_<template_kind>``
+    (``fpr_neutral``, ``fpr_positive``, ``fpr_attack_frame``, ``fpr_short``). A fair model has
+    about the same FPR for every term: :func:`identity_spread` summarizes how far apart they
+    are; a template far above the others is a phrasing the model distrusts whatever the group.
     """
-    frame = identity_cases[["term", "group", "template_kind"]].copy()
+    frame = identity_cases[["term", "group", "template_kind", "template"]].copy()
     frame["flagged"] = _flags(identity_cases, flagged)
     terms = _fpr_table(frame, "term")
     terms.insert(0, "group", frame.groupby("term", sort=False)["group"].first())
     groups = _fpr_table(frame, "group")
     groups.insert(0, "group", groups.index)
+    templates = _fpr_table(frame, "template")
+    templates.insert(0, "group", None)
     overall = _fpr_table(frame.assign(everyone=OVERALL), "everyone")
     overall.insert(0, "group", None)
-    parts = {"term": terms, "group": groups, OVERALL: overall}
+    parts = {"term": terms, "group": groups, "template": templates, OVERALL: overall}
     report = pd.concat(parts, names=["level", "name"])
     report["n"] = report["n"].astype(int)
     return report
@@ -225,7 +229,7 @@ def _plain(value: Any) -> Any:
 def evaluation_record(behaviours: pd.DataFrame, identity: pd.DataFrame) -> dict[str, Any]:
     """The behaviour and identity figures as ``evaluation.json`` keeps them (and the model
     card shows them): per behaviour ``toxic``, ``n``, ``accuracy``, ``flag_rate``; per identity
-    template kind, group and term its false-positive rate; and the spread across terms and
+    template kind, group, term and template its false-positive rate; and the spread across terms and
     groups."""
     spread = identity_spread(identity)
     fields = ("toxic", "n", "accuracy", "flag_rate")
@@ -243,6 +247,7 @@ def evaluation_record(behaviours: pd.DataFrame, identity: pd.DataFrame) -> dict[
             },
             "groups": {g: _plain(v) for g, v in identity.loc["group", "fpr"].items()},
             "terms": {g: _plain(v) for g, v in identity.loc["term", "fpr"].items()},
+            "templates": {t: _plain(v) for t, v in identity.loc["template", "fpr"].items()},
             "spread": {
                 level: {k: _plain(v) for k, v in row.items()} for level, row in spread.iterrows()
             },
