@@ -263,9 +263,9 @@ def _behaviour_section(evaluation: Mapping[str, Any] | None) -> str:
             "",
             _table(("group", "false-positive rate"), [(g, _fmt(v)) for g, v in groups.items()]),
         ]
-        templates = identity.get("templates") or {}
-        top = sorted(templates.items(), key=lambda item: -(item[1] or 0))[:3]
-        if top and (top[0][1] or 0) > 0:
-            listed = ", ".join(f'"{t}" {_fmt(v)}' for t, v in top if v)
+        flagged = [(t, v) for t, v in (identity.get("templates") or {}).items() if v]
+        top = sorted(flagged, key=lambda item: -item[1])[:3]
+        if top:
+            listed = ", ".join(f'"{t}" {_fmt(v)}' for t, v in top)
             parts += ["", f"The templates flagged for the most groups: {listed}."]
     return "\n".join(parts)
