@@ -304,3 +304,34 @@ def test_thresholds_are_tuned_on_the_labels_own_classes_and_read_with_the_mix():
     assert alone.at[INSULT, "expected_flag_rate"] == pytest.approx(
         curve.expected_metrics(insult, s, own, 0.03)["expected_flag_rate"]
     )
+
+
+def test_a_clean_small_split_reads_precision_1_with_a_range_that_says_how_little_it_knows():
+    y = np.r_[np.ones(60, bool), np.zeros(40, bool)]
+    s = np.r_[np.linspace(0.6, 1.0, 60), np.linspace(0.0, 0.3, 40)]
+    small = curve.expected_metrics(y, s, 0.5, 0.08)
+    assert small["expected_precision"] == 1.0 and small["expected_precision_high"] == 1.0
+    # 0 of 40 benign flagged cannot rule out ~9%: about as many false flags as true ones at 8%.
+    assert 0.4 < small["expected_precision_low"] < 0.6
+    assert small["expected_recall_low"] < small["expected_recall"] == 1.0
+    # Ten times the comments, the same picture: a far narrower range.
+    large = curve.expected_metrics(np.repeat(y, 10), np.repeat(s, 10), 0.5, 0.08)
+    assert large["expected_precision_low"] > 0.85
+
+
+def test_the_precision_range_covers_the_traffics_precision_as_its_confidence_says():
+    rng = np.random.default_rng(5)
+    # A population whose truth at 8% toxic is known; validation splits of 60 toxic + 40 benign.
+    pos, neg = rng.normal(0.7, 0.15, 200_000), rng.normal(0.3, 0.15, 200_000)
+    threshold, rate = 0.55, 0.08
+    tpr, fpr = (pos >= threshold).mean(), (neg >= threshold).mean()
+    truth_precision = rate * tpr / (rate * tpr + (1 - rate) * fpr)
+    y = np.r_[np.ones(60, bool), np.zeros(40, bool)]
+    held = point_off = 0
+    for _ in range(300):
+        s = np.r_[rng.choice(pos, 60), rng.choice(neg, 40)]
+        m = curve.expected_metrics(y, s, threshold, rate)
+        held += m["expected_precision_low"] <= truth_precision <= m["expected_precision_high"]
+        point_off += abs(m["expected_precision"] - truth_precision) > 0.1
+    assert held / 300 >= 0.9
+    assert point_off / 300 > 0.2  # the point alone is often far off: why the range is shown

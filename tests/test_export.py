@@ -323,6 +323,21 @@ def test_the_model_card_shows_behaviours_identity_rates_and_the_base_rate():
     assert 'most groups: "We are {people}." 0.5, "I love {people}." 0.1.' in card
     assert "0.1 flagged overall (neutral 0, attack_frame 0.25);" in card
     assert "moderation/insult 5.0%" in card and "safe 90" not in card
+    assert "expects toxicity" not in card  # no at_base_rate: nothing claimed
+    expected = {
+        "threshold": 0.7,
+        "expected_precision": 1.0,
+        "expected_precision_low": 0.48,
+        "expected_precision_high": 1.0,
+        "expected_recall": 0.93,
+        "expected_recall_low": 0.8,
+        "expected_recall_high": 0.98,
+    }
+    with_rate = {**evaluation, "at_base_rate": {"moderation": {"toxicity": expected}}}
+    assert (
+        "expects toxicity flags to be right 1.00 (between 0.48 and 1.00) of the time and to "
+        "catch 0.93 (between 0.80 and 0.98) of toxic comments"
+    ) in model_card(record, evaluation=with_rate, summary=summary)
     assert "/home/someone" not in card and "`civil_comments (a local copy" in card
     assert "rater fraction > 0.5 sets a label; dropped" in card
     soft = {**summary, "parameters": {"rater_scores": True}}

@@ -191,4 +191,7 @@ def test_figures_at_the_validation_rate_are_validation_figures_and_lower_rates_f
     lower = te.figures_table(truth, scores, at, {c: own_rate / 4 for c in at})
     assert lower.at[column, (te.AT_RATE, "flagged")] < same.at[column, (te.AT_RATE, "flagged")]
     assert lower.at[column, (te.AT_RATE, "precision")] < same.at[column, (te.AT_RATE, "precision")]
+    # validation's few rows leave a range: its low end sits under the point
+    low = same.at[column, (te.AT_RATE, "precision low")]
+    assert low < same.at[column, (te.AT_RATE, "precision")] - 0.1
     assert (te.AT_RATE, "flagged") not in te.figures_table(truth, scores, at).columns

@@ -199,7 +199,34 @@ def _base_rate_note(evaluation: Mapping[str, Any] | None) -> str:
     shown = ", ".join(f"{name} {rate:.1%}" for name, rate in rates.items() if "safe" not in name)
     return (
         "The thresholds maximize F1 on the validation split reweighted to traffic with these "
-        f"shares of positives: {shown}."
+        f"shares of positives: {shown}.{_expected_note(evaluation or {})}"
+    )
+
+
+def _expected_note(evaluation: Mapping[str, Any]) -> str:
+    """What validation expects toxicity's threshold to do at its base rate, with the range its
+    size leaves open (04's ``at_base_rate``), or nothing for an evaluation without it."""
+    row = next(
+        (
+            labels["toxicity"]
+            for labels in (evaluation.get("at_base_rate") or {}).values()
+            if "toxicity" in labels
+        ),
+        None,
+    )
+    if not row or row.get("expected_precision") is None or row.get("expected_recall") is None:
+        return ""
+
+    def span(name: str) -> str:
+        low, high = row.get(f"{name}_low"), row.get(f"{name}_high")
+        within = "" if low is None or high is None else f" (between {low:.2f} and {high:.2f})"
+        return f"{row[name]:.2f}{within}"
+
+    return (
+        f" At that rate validation expects toxicity flags to be right {span('expected_precision')}"
+        f" of the time and to catch {span('expected_recall')} of toxic comments; the ranges are"
+        " what a validation split this small leaves open (95% Wilson per kind of comment), not"
+        " a measure of traffic unlike it."
     )
 
 

@@ -65,8 +65,9 @@ def figures_table(
 
     Columns are ``("", "threshold")`` and ``(split, figure)`` for the splits in ``scores``.
     The share flagged is computed with :func:`predictions.predict`, the rule ``moderate()`` uses.
-    With ``base_rates``, ``("at base rate", "flagged" | "precision")`` add what validation's
-    figures mean on traffic at each label's base rate (``base_rate.expected_at_rate``).
+    With ``base_rates``, ``("at base rate", "flagged" | "precision" | "precision low")`` add
+    what validation's figures mean on traffic at each label's base rate, and the low end of the
+    precision that validation's size leaves open (``base_rate.expected_at_rate``).
     """
     columns = list(next(iter(scores.values())).columns)
     rows: dict[Column, dict[tuple[str, str], Any]] = {
@@ -85,6 +86,7 @@ def figures_table(
         for column in columns:
             rows[column][(AT_RATE, "flagged")] = expected.at[column, "expected_flag_rate"]
             rows[column][(AT_RATE, "precision")] = expected.at[column, "expected_precision"]
+            rows[column][(AT_RATE, "precision low")] = expected.at[column, "expected_precision_low"]
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index = pd.MultiIndex.from_tuples(columns, names=["target", "label"])
     table.columns = pd.MultiIndex.from_tuples(table.columns)
@@ -150,8 +152,9 @@ class ThresholdExplorer:
     """A slider per label over the validation and test figures, and a button that saves.
 
     ``base_rates`` (``{(target, label): share of positives in the traffic}``) adds, per label,
-    the share of comments it would flag and its precision on such traffic. ``graph``: the graph
-    that scored (``thresholds_record``'s), saved with the thresholds.
+    the share of comments it would flag and its precision on such traffic, with that
+    precision's low end. ``graph``: the graph that scored (``thresholds_record``'s), saved
+    with the thresholds.
 
     ``thresholds`` is the table of :func:`evaluate.best_f1_thresholds` (column ``threshold``,
     indexed by ``(target, label)``); the sliders start there. Saving writes ``thresholds.json``

@@ -11,7 +11,9 @@ tells the truth once each example is weighted by the prior ratio:
 
 where ``pi`` is the target base rate of the label and ``pi_val`` its rate in validation. The
 threshold chosen here maximizes that F1, and the table says what to expect at it: the share of
-comments flagged, precision and recall at the target rate.
+comments flagged, precision and recall at the target rate, each of the last two with the range
+that validation's few comments leave open (``*_low``, ``*_high``;
+:func:`base_rate_curve.expected_metrics`).
 
 A validation split of ~100 rows has ~40 negatives, each weighted ~15x, and where they happen
 to lie decides the threshold: with none scored between 0.17 and 0.96, every threshold in that
@@ -72,7 +74,11 @@ COLUMNS = [
     "validation_rate",
     "expected_flag_rate",
     "expected_precision",
+    "expected_precision_low",
+    "expected_precision_high",
     "expected_recall",
+    "expected_recall_low",
+    "expected_recall_high",
     "expected_f1",
     "note",
 ]

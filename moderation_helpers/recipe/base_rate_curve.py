@@ -1,5 +1,6 @@
 """F1 at a base rate for one label's scores: the traffic's mix, the reweighted and the
-smoothed F1 curves, the threshold at their peak, and what to expect at a threshold.
+smoothed F1 curves, the threshold at their peak, and what to expect at a threshold, with the
+range that the split's size leaves open.
 
 Functions here take one label's truth and scores as arrays; :mod:`.base_rate` applies them to
 every label of a frame and explains the method.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.special import expit, logit, ndtr
+from scipy.stats import binomtest
 
 from moderation_helpers.core.flags import reaches
 
@@ -188,6 +190,11 @@ def base_rate_threshold(
     return threshold
 
 
+# Each cell's share flagged is a binomial proportion measured on a few dozen comments; its
+# Wilson interval at this level bounds what the split's size alone leaves open.
+CONFIDENCE = 0.95
+
+
 def expected_metrics(
     y: np.ndarray,
     scores: np.ndarray,
@@ -196,34 +203,66 @@ def expected_metrics(
     *,
     reference: np.ndarray | None = None,
     reference_rate: float | None = None,
+    confidence: float = CONFIDENCE,
 ) -> dict[str, float]:
-    """At ``threshold``, for traffic at ``base_rate``: share flagged, precision, recall, F1.
+    """At ``threshold``, for traffic at ``base_rate``: share flagged, precision, recall, F1, and
+    the range of precision and recall (``*_low``, ``*_high``).
 
     The share flagged within each cell of :func:`traffic_mix` (for a label alone: recall and
     the false-positive rate) is measured on the split and does not depend on the mix, so
     ``flag_rate`` is their sum weighted by the cells' traffic shares, and precision the flagged
-    positives' part of it. NaN where the split cannot tell (no positives: recall; no
+    positives' part of it. The range takes each cell's share at the end of its Wilson interval
+    (``confidence``) that is worst, then best, for the figure: a validation split with no false
+    positive among 40 benign comments reads as precision 1.0, yet cannot rule out 9% of benign
+    comments flagged, which on traffic 8% toxic is precision near 0.5. An end is wrong only if
+    some cell's true share lies beyond its interval on that side (at 0.95: at most 2.5% a cell,
+    so each end holds at least 90% of the time), and only for traffic whose comments of each
+    cell are like validation's. NaN where the split cannot tell (no positives: recall; no
     negatives: the false-positive rate)."""
     y = np.asarray(y, dtype=bool)
     hits = reaches(np.asarray(scores, dtype=np.float64), np.float64(threshold))
     cells, shares = traffic_mix(y, base_rate, reference, reference_rate)
     counts = np.bincount(cells, minlength=4)
-    hit_rate = np.divide(
-        np.bincount(cells, weights=hits, minlength=4),
-        counts,
-        out=np.full(4, np.nan),
-        where=counts > 0,
-    )
+    flagged_counts = np.bincount(cells, weights=hits, minlength=4).round().astype(int)
+    hit_rate = np.divide(flagged_counts, counts, out=np.full(4, np.nan), where=counts > 0)
+    low, high = _wilson(flagged_counts, counts, confidence)
+    point = _at_rate(hit_rate, shares, base_rate)
+    # worst for precision and recall: positives' cells low, negatives' cells high
+    positive = np.array([False, False, True, True])
+    worst = _at_rate(np.where(positive, low, high), shares, base_rate)
+    best = _at_rate(np.where(positive, high, low), shares, base_rate)
+    precision, recall = point["precision"], point["recall"]
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else np.nan
+    return {
+        "expected_flag_rate": point["flag_rate"],
+        "expected_precision": precision,
+        "expected_precision_low": worst["precision"],
+        "expected_precision_high": best["precision"],
+        "expected_recall": recall,
+        "expected_recall_low": worst["recall"],
+        "expected_recall_high": best["recall"],
+        "expected_f1": float(f1),
+    }
+
+
+def _wilson(k: np.ndarray, n: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per cell, the Wilson interval of ``k`` of ``n`` (NaN where ``n`` is 0)."""
+    low, high = np.full(len(n), np.nan), np.full(len(n), np.nan)
+    for cell in np.flatnonzero(n):
+        ci = binomtest(int(k[cell]), int(n[cell])).proportion_ci(confidence, method="wilson")
+        low[cell], high[cell] = ci.low, ci.high
+    return low, high
+
+
+def _at_rate(hit_rate: np.ndarray, shares: np.ndarray, base_rate: float) -> dict[str, float]:
+    """Share flagged, precision and recall on traffic with ``shares``, given each cell's share
+    flagged."""
     # A cell absent from the traffic contributes nothing, even where the split can't tell.
     flagged = np.where(shares > 0, shares * hit_rate, 0.0)
     flagged_pos = float(flagged[2] + flagged[3])
     flag_rate = flagged_pos + float(flagged[0] + flagged[1])
-    precision = flagged_pos / flag_rate if flag_rate > 0 else np.nan
-    recall = flagged_pos / base_rate if base_rate > 0 else np.nan
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else np.nan
     return {
-        "expected_flag_rate": float(flag_rate),
-        "expected_precision": float(precision),
-        "expected_recall": float(recall),
-        "expected_f1": float(f1),
+        "flag_rate": float(flag_rate),
+        "precision": flagged_pos / flag_rate if flag_rate > 0 else np.nan,
+        "recall": flagged_pos / base_rate if base_rate > 0 else np.nan,
     }
