@@ -23,6 +23,12 @@ identity sentences flagged. Prints the mean and spread of each.
 label's own classes (04's default) and once for the traffic's mix
 (``tune_for_base_rate(tune_for_traffic_mix=True)``), and prints the suite flagged by any label,
 as ``moderate()`` flags it (``bench_quality.any_label_readings``), mean over folds.
+
+``--ranges`` instead checks 04's expected precision and recall at the rate and their ranges
+(``base_rate_curve.expected_metrics``): per draw, the threshold 04 tunes on the ``--rows``
+tuning rows and what those rows expect of it, against the precision and recall the fold's other
+rows give it at the rate. The other rows are a sample too (about as many), so the share of
+draws whose measure falls inside the range reads low against the truth it estimates.
 """
 
 from __future__ import annotations
@@ -68,6 +74,22 @@ def _fold(path: Path, label: str, n_cases: int) -> tuple[np.ndarray, ...]:
     return y_all, s_all, suite, identity
 
 
+def _label_rate(y: np.ndarray, rate: float, label: str) -> float:
+    """04's default rate for the label, from toxicity's (column 0) and the label's truth."""
+    if y.shape[1] == 1 or label == "toxicity":
+        return rate
+    column = ("moderation", label)
+    truth = pd.DataFrame(y, columns=pd.MultiIndex.from_tuples([br.REFERENCE_LABEL, column]))
+    return br.default_base_rates(truth, reference_rate=rate)[column]
+
+
+def _mix(y: np.ndarray, rate: float, label: str) -> dict:
+    """The traffic-mix arguments for rows ``y`` (toxicity in column 0)."""
+    if y.shape[1] == 1 or label == "toxicity":
+        return {}
+    return dict(reference=y[:, 0], reference_rate=rate)
+
+
 def measure(
     files: Sequence[Path],
     rate: float,
@@ -93,18 +115,10 @@ def measure(
     out: dict[str, list] = {name: [] for name in rules}
 
     def label_rate(y: np.ndarray) -> float:
-        """04's default rate for the label, from toxicity's (column 0) and the label's truth."""
-        if y.shape[1] == 1 or label == "toxicity":
-            return rate
-        column = ("moderation", label)
-        truth = pd.DataFrame(y, columns=pd.MultiIndex.from_tuples([br.REFERENCE_LABEL, column]))
-        return br.default_base_rates(truth, reference_rate=rate)[column]
+        return _label_rate(y, rate, label)
 
     def mix(y: np.ndarray) -> dict:
-        """The traffic-mix arguments for rows ``y`` (toxicity in column 0)."""
-        if y.shape[1] == 1 or label == "toxicity":
-            return {}
-        return dict(reference=y[:, 0], reference_rate=rate)
+        return _mix(y, rate, label)
 
     for path in files:
         y_all, s_all, suite, identity = _fold(path, label, len(cases))
@@ -135,6 +149,69 @@ def measure(
                     )
                 )
     return {name: np.array(v) for name, v in out.items()}
+
+
+def ranges(
+    files: Sequence[Path], rate: float, rows: int, draws: int, seed: int, label: str
+) -> pd.DataFrame:
+    """Per draw and figure (precision, recall): what the tuning rows expect at 04's threshold,
+    the range's ends, and the fold's other rows' measure at the label's rate."""
+    rng = np.random.default_rng(seed)
+    n_cases = len(behaviour.load_cases())
+    out = []
+    for path in files:
+        y_all, s_all, _, _ = _fold(path, label, n_cases)
+        y, s = y_all[:, -1], s_all[:, -1]
+        scale = curve.BANDWIDTH_SCALE if label == "toxicity" else curve.LABEL_BANDWIDTH_SCALE
+        for _ in range(draws):
+            tune = rng.choice(len(y), rows, replace=False)
+            rest = np.setdiff1d(np.arange(len(y)), tune)
+            if not y[tune].any():
+                continue
+            part_rate = _label_rate(y_all[tune], rate, label)
+            t = curve.base_rate_threshold(y[tune], s[tune], part_rate, bandwidth_scale=scale)
+            expect = curve.expected_metrics(
+                y[tune], s[tune], t, part_rate, **_mix(y_all[tune], rate, label)
+            )
+            seen = curve.expected_metrics(
+                y[rest],
+                s[rest],
+                t,
+                _label_rate(y_all[rest], rate, label),
+                **_mix(y_all[rest], rate, label),
+            )
+            for figure in ("precision", "recall"):
+                key = f"expected_{figure}"
+                out.append(
+                    {
+                        "figure": figure,
+                        "expected": expect[key],
+                        "low": expect[f"{key}_low"],
+                        "high": expect[f"{key}_high"],
+                        "other rows": seen[key],
+                    }
+                )
+    return pd.DataFrame(out).dropna()
+
+
+def ranges_summary(draws: pd.DataFrame) -> pd.DataFrame:
+    """Per figure: how often the other rows' measure falls in the range, how often within 0.1
+    of the point expected, the range's width, and the point's mean error."""
+    inside = draws["other rows"].between(draws["low"], draws["high"])
+    near = (draws["other rows"] - draws["expected"]).abs() <= 0.1
+    table = pd.DataFrame(
+        {
+            "draws": draws.groupby("figure").size(),
+            "expected (mean)": draws.groupby("figure")["expected"].mean(),
+            "other rows (mean)": draws.groupby("figure")["other rows"].mean(),
+            "in the range": inside.groupby(draws["figure"]).mean(),
+            "within 0.1 of the point": near.groupby(draws["figure"]).mean(),
+            "range width (median)": (draws["high"] - draws["low"])
+            .groupby(draws["figure"])
+            .median(),
+        }
+    )
+    return table
 
 
 def any_label(files: Sequence[Path], rate: float) -> pd.DataFrame:
@@ -177,7 +254,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--any-label", action="store_true", help="the suite flagged by any label, two tunings"
     )
+    parser.add_argument(
+        "--ranges", action="store_true", help="04's expected precision and recall and their ranges"
+    )
     args = parser.parse_args(argv)
+    if args.ranges:
+        print(f"command: {shlex.join([sys.executable, *sys.argv])}")
+        print(f"cpu: {cpu_name()}")
+        print(
+            f"{len(args.files)} folds x {args.draws} draws of {args.rows} tuning rows; label "
+            f"{args.label}; toxicity at {args.rate:.0%}; measured on each fold's other rows\n"
+        )
+        table = ranges_summary(
+            ranges(args.files, args.rate, args.rows, args.draws, args.seed, args.label)
+        )
+        print(table.round(3).to_markdown())
+        return
     if args.any_label:
         print(f"command: {shlex.join([sys.executable, *sys.argv])}")
         print(f"cpu: {cpu_name()}")
