@@ -114,12 +114,6 @@ def measure(
         rules["smoothed peak, 1 x Silverman, traffic mix"] = dict(bandwidth_scale=1.0, mix=True)
     out: dict[str, list] = {name: [] for name in rules}
 
-    def label_rate(y: np.ndarray) -> float:
-        return _label_rate(y, rate, label)
-
-    def mix(y: np.ndarray) -> dict:
-        return _mix(y, rate, label)
-
     for path in files:
         y_all, s_all, suite, identity = _fold(path, label, len(cases))
         y, s = y_all[:, -1], s_all[:, -1]
@@ -128,13 +122,15 @@ def measure(
             rest = np.setdiff1d(np.arange(len(y)), tune)
             if not y[tune].any():
                 continue  # 04 keeps the default threshold: nothing to compare
-            cells = curve.traffic_mix(y[rest], label_rate(y_all[rest]), **mix(y_all[rest]))
+            cells = curve.traffic_mix(
+                y[rest], _label_rate(y_all[rest], rate, label), **_mix(y_all[rest], rate, label)
+            )
             curve_t, curve_f1 = curve.weighted_f1_curve(y[rest], s[rest], curve.mix_weights(*cells))
             for name, rule in rules.items():
                 rule = dict(rule)
-                extra = mix(y_all[tune]) if rule.pop("mix", False) else {}
+                extra = _mix(y_all[tune], rate, label) if rule.pop("mix", False) else {}
                 t = curve.base_rate_threshold(
-                    y[tune], s[tune], label_rate(y_all[tune]), **rule, **extra
+                    y[tune], s[tune], _label_rate(y_all[tune], rate, label), **rule, **extra
                 )
                 reached = np.flatnonzero(curve_t >= t)
                 flags = suite >= t
@@ -162,7 +158,7 @@ def ranges(
     for path in files:
         y_all, s_all, _, _ = _fold(path, label, n_cases)
         y, s = y_all[:, -1], s_all[:, -1]
-        scale = curve.BANDWIDTH_SCALE if label == "toxicity" else curve.LABEL_BANDWIDTH_SCALE
+        scale = br.bandwidth_scale_for(("moderation", label))
         for _ in range(draws):
             tune = rng.choice(len(y), rows, replace=False)
             rest = np.setdiff1d(np.arange(len(y)), tune)
@@ -195,23 +191,23 @@ def ranges(
 
 
 def ranges_summary(draws: pd.DataFrame) -> pd.DataFrame:
-    """Per figure: how often the other rows' measure falls in the range, how often within 0.1
-    of the point expected, the range's width, and the point's mean error."""
-    inside = draws["other rows"].between(draws["low"], draws["high"])
-    near = (draws["other rows"] - draws["expected"]).abs() <= 0.1
-    table = pd.DataFrame(
-        {
-            "draws": draws.groupby("figure").size(),
-            "expected (mean)": draws.groupby("figure")["expected"].mean(),
-            "other rows (mean)": draws.groupby("figure")["other rows"].mean(),
-            "in the range": inside.groupby(draws["figure"]).mean(),
-            "within 0.1 of the point": near.groupby(draws["figure"]).mean(),
-            "range width (median)": (draws["high"] - draws["low"])
-            .groupby(draws["figure"])
-            .median(),
+    """Per figure: the mean expected and measured, how often the other rows' measure falls in
+    the range, how often within 0.1 of the point expected, and the range's median width."""
+    marked = draws.assign(
+        inside=draws["other rows"].between(draws["low"], draws["high"]),
+        near=(draws["other rows"] - draws["expected"]).abs() <= 0.1,
+        width=draws["high"] - draws["low"],
+    )
+    return marked.groupby("figure").agg(
+        **{
+            "draws": ("expected", "size"),
+            "expected (mean)": ("expected", "mean"),
+            "other rows (mean)": ("other rows", "mean"),
+            "in the range": ("inside", "mean"),
+            "within 0.1 of the point": ("near", "mean"),
+            "range width (median)": ("width", "median"),
         }
     )
-    return table
 
 
 def any_label(files: Sequence[Path], rate: float) -> pd.DataFrame:

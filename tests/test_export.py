@@ -323,7 +323,7 @@ def test_the_model_card_shows_behaviours_identity_rates_and_the_base_rate():
     assert 'most groups: "We are {people}." 0.5, "I love {people}." 0.1.' in card
     assert "0.1 flagged overall (neutral 0, attack_frame 0.25);" in card
     assert "moderation/insult 5.0%" in card and "safe 90" not in card
-    assert "expects toxicity" not in card  # no at_base_rate: nothing claimed
+    assert "validation expects" not in card  # no at_base_rate: nothing claimed
     expected = {
         "threshold": 0.7,
         "expected_precision": 1.0,
@@ -335,7 +335,8 @@ def test_the_model_card_shows_behaviours_identity_rates_and_the_base_rate():
     }
     with_rate = {**evaluation, "at_base_rate": {"moderation": {"toxicity": expected}}}
     assert (
-        "expects toxicity flags to be right 1.00 (between 0.48 and 1.00) of the time and to "
+        "At toxicity's rate validation expects its flags to be right 1.00 (between 0.48 and "
+        "1.00) of the time and to "
         "catch 0.93 (between 0.80 and 0.98) of toxic comments"
     ) in model_card(record, evaluation=with_rate, summary=summary)
     assert "/home/someone" not in card and "`civil_comments (a local copy" in card

@@ -223,7 +223,8 @@ def _expected_note(evaluation: Mapping[str, Any]) -> str:
         return f"{row[name]:.2f}{within}"
 
     return (
-        f" At that rate validation expects toxicity flags to be right {span('expected_precision')}"
+        " At toxicity's rate validation expects its flags to be right"
+        f" {span('expected_precision')}"
         f" of the time and to catch {span('expected_recall')} of toxic comments; the ranges are"
         " what a validation split this small leaves open (95% Wilson per kind of comment), not"
         " a measure of traffic unlike it."
