@@ -223,7 +223,7 @@ def expected_metrics(
     hits = reaches(np.asarray(scores, dtype=np.float64), np.float64(threshold))
     cells, shares = traffic_mix(y, base_rate, reference, reference_rate)
     counts = np.bincount(cells, minlength=4)
-    flagged_counts = np.bincount(cells, weights=hits, minlength=4).round().astype(int)
+    flagged_counts = np.bincount(cells[hits], minlength=4)
     hit_rate = np.divide(flagged_counts, counts, out=np.full(4, np.nan), where=counts > 0)
     low, high = _wilson(flagged_counts, counts, confidence)
     point = _at_rate(hit_rate, shares, base_rate)
