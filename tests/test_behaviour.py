@@ -86,6 +86,11 @@ def test_behaviour_report_counts_each_case():
     assert report.loc["neutral", "flag_rate"] == pytest.approx(1 / 3)
     assert report.loc[bh.OVERALL, "n"] == 5 and report.loc[bh.OVERALL, "correct"] == 3
     assert report.loc[bh.OVERALL, "accuracy"] == pytest.approx(0.6)
+    # 1 of 2 says little: the range spans most of [0, 1]; 3 of 5 a little less
+    low, high = report.loc["insult", ["accuracy_low", "accuracy_high"]]
+    assert low < 0.2 and high > 0.8
+    overall = report.loc[bh.OVERALL, ["accuracy_low", "accuracy", "accuracy_high"]].to_numpy()
+    assert overall[0] < overall[1] < overall[2] and overall[2] - overall[0] < high - low
     with pytest.raises(ValueError, match="4 flags for 5 cases"):
         bh.behaviour_report(cases, [True] * 4)
 
@@ -94,6 +99,9 @@ def test_perfect_and_flag_everything_scorers_on_the_suite():
     cases = bh.load_cases()
     perfect = bh.behaviour_report(cases, cases["toxic"])
     assert (perfect["accuracy"] == 1).all()
+    # all right on 18-50 cases still leaves a few percent open, less on more cases
+    assert (perfect["accuracy_high"] == 1).all() and (perfect["accuracy_low"] < 1).all()
+    assert perfect["accuracy_low"].idxmax() == bh.OVERALL
     everything = bh.behaviour_report(cases, np.ones(len(cases), bool))
     assert (everything["flag_rate"] == 1).all()
     assert everything.loc[bh.OVERALL, "accuracy"] == pytest.approx(cases["toxic"].mean())

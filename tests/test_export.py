@@ -292,7 +292,16 @@ def test_the_model_card_shows_behaviours_identity_rates_and_the_base_rate():
     }
     evaluation = {
         "base_rate": {"moderation/insult": 0.05, "moderation/safe": 0.9},
-        "behaviours": {"insult": {"toxic": True, "n": 3, "accuracy": 2 / 3, "flag_rate": 2 / 3}},
+        "behaviours": {
+            "insult": {
+                "toxic": True,
+                "n": 3,
+                "accuracy": 2 / 3,
+                "accuracy_low": 0.208,
+                "accuracy_high": 0.939,
+                "flag_rate": 2 / 3,
+            }
+        },
         "identity": {
             "fpr": 0.1,
             "n": 500,
@@ -304,7 +313,7 @@ def test_the_model_card_shows_behaviours_identity_rates_and_the_base_rate():
     }
     summary = {"source": "/home/someone/data/civil_comments", "threshold": 0.5, "splits": {}}
     card = model_card(record, evaluation=evaluation, summary=summary)
-    assert "| insult | flag | 3 | 0.667 | 0.667 |" in card
+    assert "| insult | flag | 3 | 0.667 | 0.21–0.94 | 0.667 |" in card
     # evaluation.json's sorted keys put "overall" mid-table; the card lists flag, leave, overall
     sorted_keys = {
         "negated": {"toxic": False, "n": 2, "accuracy": 1.0, "flag_rate": 0.0},
@@ -319,6 +328,10 @@ def test_the_model_card_shows_behaviours_identity_rates_and_the_base_rate():
         if line.startswith("| ") and " | " in line
     ]
     assert rows[:4] == ["behaviour", "threat", "negated", "overall"]
+    # an evaluation.json from before the ranges: a dash, not an error
+    assert "| threat | flag | 3 | 0.667 | – | 0.667 |" in model_card(
+        record, evaluation={**evaluation, "behaviours": sorted_keys}
+    )
     assert "| religion | 0.25 |" in card and "(worst: Muslim)" in card
     assert 'most groups: "We are {people}." 0.5, "I love {people}." 0.1.' in card
     assert "0.1 flagged overall (neutral 0, attack_frame 0.25);" in card

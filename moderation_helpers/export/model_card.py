@@ -243,6 +243,11 @@ def _graph_note(record: Mapping[str, Any], graph: str | None) -> str:
     )
 
 
+def _range(low: Any, high: Any) -> str:
+    """``0.46-0.85``, or a dash for an evaluation written before the ranges were kept."""
+    return "–" if low is None or high is None else f"{low:.2f}–{high:.2f}"
+
+
 def _by_kind(kinds: Mapping[str, Any]) -> str:
     """The identity false-positive rate per template kind, " (neutral 0.01, positive 0,
     attack_frame 0.2)", or nothing for an evaluation written before kinds were kept."""
@@ -267,15 +272,16 @@ def _behaviour_section(evaluation: Mapping[str, Any] | None) -> str:
             "flag" if b.get("toxic") else ("leave" if b.get("toxic") is False else "–"),
             b.get("n"),
             _fmt(b.get("accuracy")),
+            _range(b.get("accuracy_low"), b.get("accuracy_high")),
             _fmt(b.get("flag_rate")),
         )
         for name, b in ordered
     ]
     parts = [
         "The project's own hand-written cases (none used in training), flagged as `moderate()` "
-        "flags them:",
+        "flags them; the range is what so few cases leave open (95% Wilson):",
         "",
-        _table(("behaviour", "wanted", "cases", "accuracy", "flag rate"), rows),
+        _table(("behaviour", "wanted", "cases", "accuracy", "range", "flag rate"), rows),
     ]
     identity = (evaluation or {}).get("identity") or {}
     if identity:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.special import expit, logit, ndtr
-from scipy.stats import binomtest
 
 from moderation_helpers.core.flags import reaches
+from moderation_helpers.recipe.intervals import CONFIDENCE, wilson
 
 
 def prior_weights(y: np.ndarray, base_rate: float) -> np.ndarray:
@@ -190,11 +190,6 @@ def base_rate_threshold(
     return threshold
 
 
-# Each cell's share flagged is a binomial proportion measured on a few dozen comments; its
-# Wilson interval at this level bounds what the split's size alone leaves open.
-CONFIDENCE = 0.95
-
-
 def expected_metrics(
     y: np.ndarray,
     scores: np.ndarray,
@@ -225,7 +220,7 @@ def expected_metrics(
     counts = np.bincount(cells, minlength=4)
     flagged_counts = np.bincount(cells[hits], minlength=4)
     hit_rate = np.divide(flagged_counts, counts, out=np.full(4, np.nan), where=counts > 0)
-    low, high = _wilson(flagged_counts, counts, confidence)
+    low, high = wilson(flagged_counts, counts, confidence)
     point = _at_rate(hit_rate, shares, base_rate)
     # worst for precision and recall: positives' cells low, negatives' cells high
     positive = np.array([False, False, True, True])
@@ -243,15 +238,6 @@ def expected_metrics(
         "expected_recall_high": best["recall"],
         "expected_f1": float(f1),
     }
-
-
-def _wilson(k: np.ndarray, n: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per cell, the Wilson interval of ``k`` of ``n`` (NaN where ``n`` is 0)."""
-    low, high = np.full(len(n), np.nan), np.full(len(n), np.nan)
-    for cell in np.flatnonzero(n):
-        ci = binomtest(int(k[cell]), int(n[cell])).proportion_ci(confidence, method="wilson")
-        low[cell], high[cell] = ci.low, ci.high
-    return low, high
 
 
 def _at_rate(hit_rate: np.ndarray, shares: np.ndarray, base_rate: float) -> dict[str, float]:

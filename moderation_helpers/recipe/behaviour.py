@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from moderation_helpers.core.flags import reaches
+from moderation_helpers.recipe.intervals import wilson
 from moderation_helpers.recipe.template_slots import fits, with_article
 
 CASES_FILE = "behaviour_cases.json"
@@ -118,7 +119,9 @@ def _flags(cases: pd.DataFrame, flagged: Sequence[bool]) -> np.ndarray:
 
 def behaviour_report(cases: pd.DataFrame, flagged: Sequence[bool]) -> pd.DataFrame:
     """Per behaviour and ``overall``: ``toxic`` (the wanted answer; None overall), ``n``,
-    ``correct``, ``accuracy`` and ``flag_rate`` (share of its cases the model flagged).
+    ``correct``, ``accuracy``, its 95% Wilson range ``accuracy_low`` / ``accuracy_high``
+    (:mod:`.intervals`: what 15 to 50 cases leave open) and ``flag_rate`` (share of its cases
+    the model flagged).
 
     For a toxic behaviour accuracy is the recall; for a benign one it is 1 - flag_rate.
     """
@@ -143,6 +146,9 @@ def behaviour_report(cases: pd.DataFrame, flagged: Sequence[bool]) -> pd.DataFra
         "flag_rate": float(frame["flagged"].mean()) if len(frame) else np.nan,
     }
     table[["n", "correct"]] = table[["n", "correct"]].astype(int)
+    low, high = wilson(table["correct"], table["n"])
+    table.insert(table.columns.get_loc("accuracy") + 1, "accuracy_low", low)
+    table.insert(table.columns.get_loc("accuracy_low") + 1, "accuracy_high", high)
     return table.rename_axis("behaviour")
 
 
@@ -228,11 +234,12 @@ def _plain(value: Any) -> Any:
 
 def evaluation_record(behaviours: pd.DataFrame, identity: pd.DataFrame) -> dict[str, Any]:
     """The behaviour and identity figures as ``evaluation.json`` keeps them (and the model
-    card shows them): per behaviour ``toxic``, ``n``, ``accuracy``, ``flag_rate``; per identity
+    card shows them): per behaviour ``toxic``, ``n``, ``accuracy`` with its range (``_low``,
+    ``_high``), ``flag_rate``; per identity
     template kind, group, term and template its false-positive rate; and the spread across terms and
     groups."""
     spread = identity_spread(identity)
-    fields = ("toxic", "n", "accuracy", "flag_rate")
+    fields = ("toxic", "n", "accuracy", "accuracy_low", "accuracy_high", "flag_rate")
     return {
         "behaviours": {
             name: {f: _plain(row[f]) for f in fields} for name, row in behaviours.iterrows()
