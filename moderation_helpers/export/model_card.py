@@ -244,7 +244,7 @@ def _graph_note(record: Mapping[str, Any], graph: str | None) -> str:
 
 
 def _range(low: Any, high: Any) -> str:
-    """``0.46-0.85``, or a dash for an evaluation written before the ranges were kept."""
+    """``0.46–0.85``, or a dash for an evaluation written before the ranges were kept."""
     return "–" if low is None or high is None else f"{low:.2f}–{high:.2f}"
 
 

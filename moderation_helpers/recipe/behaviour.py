@@ -235,9 +235,8 @@ def _plain(value: Any) -> Any:
 def evaluation_record(behaviours: pd.DataFrame, identity: pd.DataFrame) -> dict[str, Any]:
     """The behaviour and identity figures as ``evaluation.json`` keeps them (and the model
     card shows them): per behaviour ``toxic``, ``n``, ``accuracy`` with its range (``_low``,
-    ``_high``), ``flag_rate``; per identity
-    template kind, group, term and template its false-positive rate; and the spread across terms and
-    groups."""
+    ``_high``), ``flag_rate``; per identity template kind, group, term and template its
+    false-positive rate; and the spread across terms and groups."""
     spread = identity_spread(identity)
     fields = ("toxic", "n", "accuracy", "accuracy_low", "accuracy_high", "flag_rate")
     return {
