@@ -192,6 +192,7 @@ def docs_main(argv: Sequence[str] | None = None) -> int:
     """``moderation-cookbook docs``: run, render, and report; returns the exit status."""
     from moderation_helpers.pages.lessons import DEFAULT_SOURCE, render_docs
     from moderation_helpers.pages.page_check import check_pages
+    from moderation_helpers.recipe.job_record import forget_job
     from moderation_helpers.recipe.pipeline import run_pipeline
 
     args = _docs_args(argv)
@@ -204,7 +205,9 @@ def docs_main(argv: Sequence[str] | None = None) -> int:
             if args.source == str(DEFAULT_SOURCE) and not DEFAULT_SOURCE.is_dir():
                 raise FileNotFoundError(f"no data mirror at {DEFAULT_SOURCE}: give --source")
             # The factory store stays between runs: its cached speed calibration keeps the
-            # duration estimate, and so the pages, steadier.
+            # duration estimate, and so the pages, steadier. The previous job does not: 02
+            # would say it removed that job's curves, and the page would depend on history.
+            forget_job(args.run_dir)
             run_pipeline(args.run_dir, args.source)
         written = render_docs(args.run_dir, args.source, args.out)
     except (RuntimeError, ValueError, FileNotFoundError) as exc:

@@ -400,3 +400,16 @@ def test_a_new_job_drops_the_previous_jobs_curves(tmp_path):
     assert sorted(p.name for p in removed) == ["loss.png", "metrics.csv"]
     assert not (tmp_path / "metrics.csv").exists()
     assert read_record(tmp_path, JOB_JSON)["job_id"] == "job-2"
+
+
+def test_forgetting_the_job_leaves_a_folder_where_the_next_one_drops_nothing(tmp_path):
+    first = job_record.job_record(job_with("QUEUED", id="job-1"), backend="local", server_url="u")
+    job_record.record_new_job(tmp_path, first)
+    (tmp_path / "metrics.csv").write_text("step,train_loss,valid_loss\n1,0.5,0.6\n")
+    (tmp_path / "train.jsonl").write_text("{}\n")
+    removed = job_record.forget_job(tmp_path)
+    assert sorted(p.name for p in removed) == [JOB_JSON, "metrics.csv"]
+    assert (tmp_path / "train.jsonl").is_file()  # the prepared data is not the job's
+    second = job_record.job_record(job_with("QUEUED", id="job-2"), backend="local", server_url="u")
+    assert job_record.record_new_job(tmp_path, second) == []
+    assert job_record.forget_job(tmp_path / "missing") == []

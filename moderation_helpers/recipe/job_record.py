@@ -154,13 +154,26 @@ def record_new_job(run_dir: str | os.PathLike, record: Mapping[str, Any]) -> lis
     """
     run_path = Path(run_dir)
     previous = (run_path / JOB_JSON).is_file() and read_record(run_path, JOB_JSON).get("job_id")
-    removed = []
-    if previous != record["job_id"]:
-        for name in (METRICS_CSV, LOSS_PNG):
-            if (run_path / name).is_file():
-                (run_path / name).unlink()
-                removed.append(run_path / name)
+    removed = _drop_curves(run_path) if previous != record["job_id"] else []
     save_job_record(run_path, record)
+    return removed
+
+
+def _drop_curves(run_path: Path) -> list[Path]:
+    removed = [run_path / name for name in (METRICS_CSV, LOSS_PNG) if (run_path / name).is_file()]
+    for path in removed:
+        path.unlink()
+    return removed
+
+
+def forget_job(run_dir: str | os.PathLike) -> list[Path]:
+    """Remove ``job.json`` and the job's curves, as if no job had been created in the run
+    folder yet; returns the files removed."""
+    run_path = Path(run_dir)
+    removed = _drop_curves(run_path)
+    if (run_path / JOB_JSON).is_file():
+        (run_path / JOB_JSON).unlink()
+        removed.append(run_path / JOB_JSON)
     return removed
 
 
