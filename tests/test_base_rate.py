@@ -132,6 +132,24 @@ def test_expected_at_rate_takes_a_threshold_table():
     assert table.at[TOX, "expected_f1"] == pytest.approx(plain.at[TOX, "validation_f1"])
 
 
+def test_the_readable_table_puts_each_figure_beside_its_range():
+    y, s = synthetic(n=200)
+    truth = frames({TOX: y, THREAT: np.zeros_like(y)})
+    scores = frames({TOX: s, THREAT: s / 2})
+    table = br.tune_for_base_rate(truth, scores, {THREAT: 0.001})
+    view = br.readable_table(table, ev.best_f1_thresholds(truth, scores))
+    assert list(view.index) == [TOX[1], THREAT[1]]  # one target: labels alone
+    assert list(view.columns) == [
+        "best F1 threshold", "threshold", "base rate", "validation rate", "flagged",
+        "precision", "precision range", "recall", "recall range", "F1", "note",
+    ]  # fmt: skip
+    low, high = table.at[TOX, "expected_precision_low"], table.at[TOX, "expected_precision_high"]
+    assert view.at[TOX[1], "precision range"] == f"{low:.2f}–{high:.2f}"
+    assert view.at[THREAT[1], "recall range"] == "–"  # no positives: nothing to range
+    assert "note" not in br.readable_table(table.loc[[TOX]])  # no note, no column
+    assert "best F1 threshold" not in br.readable_table(table)
+
+
 def normal_split(n: int, rate: float, seed: int):
     """Logit scores: negatives N(-1, 1), positives N(1.5, 1); the population is known."""
     rng = np.random.default_rng(seed)

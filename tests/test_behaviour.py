@@ -141,6 +141,42 @@ def test_biased_scorer_shows_up_in_the_identity_report():
     fprs = terms["fpr"].to_numpy(float)
     assert spread.loc["term", "std"] == pytest.approx(fprs.std())
     assert spread.loc["group", "worst"] == "religion"
+    # what ~40 sentences leave open: 0 of 40 still allows up to 9%; all of them, down to 91%
+    n_muslim, n_jewish = terms.loc["Muslim", "n"], terms.loc["Jewish", "n"]
+    assert terms.loc["Jewish", "fpr_low"] == 0.0
+    assert terms.loc["Jewish", "fpr_high"] == pytest.approx(1.96**2 / (n_jewish + 1.96**2), 1e-3)
+    assert terms.loc["Muslim", "fpr_high"] == 1.0
+    assert terms.loc["Muslim", "fpr_low"] == pytest.approx(n_muslim / (n_muslim + 1.96**2), 1e-3)
+    assert spread.loc["term", "above_overall"] == ["Muslim"]
+    assert spread.loc["group", "above_overall"] == ["religion"]
+
+
+def test_a_term_stands_out_only_beyond_what_its_sentences_leave_open():
+    cases = bh.identity_cases()
+    rng = np.random.default_rng(0)
+    flagged = rng.random(len(cases)) < 0.1  # every term at 10%: chance, not distrust
+    flagged[(cases["term"] == "blind").to_numpy()] = False
+    blind = np.flatnonzero((cases["term"] == "blind").to_numpy())
+    flagged[blind[:6]] = True  # 6 of ~40: above the rest, within chance
+    assert (
+        "blind"
+        not in bh.identity_spread(bh.identity_report(cases, flagged)).loc["term", "above_overall"]
+    )
+    flagged[blind[:20]] = True  # half of them: no longer chance
+    spread = bh.identity_spread(bh.identity_report(cases, flagged))
+    assert spread.loc["term", "above_overall"][0] == "blind"
+
+
+def test_a_fair_model_rarely_has_a_term_standing_out():
+    # 27 terms at one rate: at 95% each, one lands above the overall rate in most runs; the
+    # correction for their number keeps that to under one run in ten
+    cases = bh.identity_cases()
+    rng = np.random.default_rng(3)
+    runs = [
+        bh.identity_spread(bh.identity_report(cases, rng.random(len(cases)) < 0.1))
+        for _ in range(40)
+    ]
+    assert np.mean([len(spread.loc["term", "above_overall"]) > 0 for spread in runs]) < 0.25
 
 
 def test_a_distrusted_template_shows_up_whatever_the_group():
@@ -165,6 +201,7 @@ def test_unbiased_scorer_has_no_spread():
     report = bh.identity_report(cases, np.zeros(len(cases), bool))
     spread = bh.identity_spread(report)
     assert (spread["range"] == 0).all() and (spread["std"] == 0).all()
+    assert spread["above_overall"].map(len).eq(0).all()
 
 
 def test_report_markdown_holds_every_section():
@@ -207,9 +244,34 @@ def test_the_evaluation_record_is_plain_json_with_every_behaviour_and_group():
     assert set(record["behaviours"]) == set(cases["behaviour"]) | {bh.OVERALL}
     assert record["identity"]["groups"]["religion"] == 1.0
     assert record["identity"]["spread"]["group"]["worst"] == "religion"
+    assert record["identity"]["spread"]["group"]["above_overall"] == ["religion"]
+    assert record["identity"]["ranges"]["groups"]["religion"] == [pytest.approx(0.984, 1e-3), 1.0]
+    assert record["identity"]["ranges"]["terms"]["gay"] == [0.0, pytest.approx(0.088, 0.05)]
     assert record["behaviours"][bh.OVERALL]["n"] == len(cases)
     religion = identity.loc[identity["group"] == "religion", "template_kind"]
     kinds = identity["template_kind"].value_counts()
     assert record["identity"]["kinds"] == {
         kind: pytest.approx(religion.eq(kind).sum() / kinds[kind]) for kind in kinds.index
     }
+
+
+def test_the_behaviour_figure_draws_each_behaviour_with_its_range():
+    from moderation_helpers.pages.plots.behaviour import plot_behaviours
+
+    cases = bh.load_cases()
+    flagged = cases["toxic"].to_numpy().copy()
+    flagged[cases.index[cases["behaviour"] == "neutral"][:3]] = True  # 3 neutral cases flagged
+    report = bh.behaviour_report(cases, flagged)
+    fig = plot_behaviours(report)
+    ax = fig.axes[0]
+    ticks = zip(ax.get_yticks(), ax.get_yticklabels(), strict=True)
+    names = [label.get_text() for _, label in sorted(ticks, key=lambda t: -t[0])]  # top first
+    toxic = report.loc[names, "toxic"].astype(bool).tolist()
+    assert set(names) == set(cases["behaviour"]) and toxic == sorted(toxic, reverse=True)
+    leave = report[report["toxic"].eq(False)]
+    dots = ax.containers[1].lines[0].get_xdata()  # the second kind: behaviours to leave alone
+    assert list(dots) == pytest.approx(leave["accuracy"].tolist())
+    n_neutral = int(report.loc["neutral", "n"])
+    assert f"{n_neutral - 3}/{n_neutral}" in [t.get_text() for t in ax.texts]
+    overall = [line for line in ax.lines if line.get_linestyle() == "--"]
+    assert overall[0].get_xdata()[0] == pytest.approx(report.loc[bh.OVERALL, "accuracy"])

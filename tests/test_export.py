@@ -307,7 +307,10 @@ def test_the_model_card_shows_behaviours_identity_rates_and_the_base_rate():
             "n": 500,
             "kinds": {"neutral": 0.0, "attack_frame": 0.25},
             "groups": {"religion": 0.25},
-            "spread": {"term": {"min": 0.0, "max": 0.4, "worst": "Muslim"}},
+            "spread": {
+                "term": {"min": 0.0, "max": 0.4, "worst": "Muslim", "above_overall": ["Muslim"]}
+            },
+            "ranges": {"groups": {"religion": [0.2, 0.31]}},
             "templates": {"I love {people}.": 0.1, "We are {people}.": 0.5, "Hi {people}.": 0.0},
         },
     }
@@ -332,7 +335,16 @@ def test_the_model_card_shows_behaviours_identity_rates_and_the_base_rate():
     assert "| threat | flag | 3 | 0.667 | – | 0.667 |" in model_card(
         record, evaluation={**evaluation, "behaviours": sorted_keys}
     )
-    assert "| religion | 0.25 |" in card and "(worst: Muslim)" in card
+    assert "| religion | 0.25 | 0.20–0.31 |" in card and "(worst: Muslim)" in card
+    assert "corrected for the number of terms): Muslim." in card
+    # an evaluation.json from before the identity ranges: a dash and no claim either way
+    older = {**evaluation["identity"], "ranges": None, "spread": {"term": {"worst": "Muslim"}}}
+    older_card = model_card(record, evaluation={**evaluation, "identity": older})
+    assert "| religion | 0.25 | – |" in older_card and "chance" not in older_card
+    fair = {**evaluation["identity"], "spread": {"term": {"above_overall": []}}}
+    assert "No term is flagged above the overall rate" in model_card(
+        record, evaluation={**evaluation, "identity": fair}
+    )
     assert 'most groups: "We are {people}." 0.5, "I love {people}." 0.1.' in card
     assert "0.1 flagged overall (neutral 0, attack_frame 0.25);" in card
     assert "moderation/insult 5.0%" in card and "safe 90" not in card

@@ -7,6 +7,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from moderation_helpers.core.ranges import format_range
+
 HYPERPARAMETERS = (
     "training_steps",
     "epochs",
@@ -243,17 +245,26 @@ def _graph_note(record: Mapping[str, Any], graph: str | None) -> str:
     )
 
 
-def _range(low: Any, high: Any) -> str:
-    """``0.46–0.85``, or a dash for an evaluation written before the ranges were kept."""
-    return "–" if low is None or high is None else f"{low:.2f}–{high:.2f}"
-
-
 def _by_kind(kinds: Mapping[str, Any]) -> str:
     """The identity false-positive rate per template kind, " (neutral 0.01, positive 0,
     attack_frame 0.2)", or nothing for an evaluation written before kinds were kept."""
     if not kinds:
         return ""
     return " (" + ", ".join(f"{kind} {_fmt(rate)}" for kind, rate in kinds.items()) + ")"
+
+
+def _standing_out(spread: Mapping[str, Any]) -> str:
+    """The terms flagged above the overall rate beyond chance (``identity_spread``'s
+    ``above_overall``), or nothing for an evaluation written before that was kept."""
+    if "above_overall" not in spread:
+        return ""
+    above = spread["above_overall"]
+    if not above:
+        return " No term is flagged above the overall rate by more than chance explains."
+    return (
+        " Terms flagged above the overall rate by more than chance explains (95% Wilson, corrected "
+        f"for the number of terms): {', '.join(above)}."
+    )
 
 
 def _behaviour_section(evaluation: Mapping[str, Any] | None) -> str:
@@ -272,7 +283,7 @@ def _behaviour_section(evaluation: Mapping[str, Any] | None) -> str:
             "flag" if b.get("toxic") else ("leave" if b.get("toxic") is False else "–"),
             b.get("n"),
             _fmt(b.get("accuracy")),
-            _range(b.get("accuracy_low"), b.get("accuracy_high")),
+            format_range(b.get("accuracy_low"), b.get("accuracy_high")),
             _fmt(b.get("flag_rate")),
         )
         for name, b in ordered
@@ -287,15 +298,17 @@ def _behaviour_section(evaluation: Mapping[str, Any] | None) -> str:
     if identity:
         spread = (identity.get("spread") or {}).get("term") or {}
         groups = identity.get("groups") or {}
+        ranges = (identity.get("ranges") or {}).get("groups") or {}
+        rows = [(g, _fmt(v), format_range(*ranges.get(g, (None, None)))) for g, v in groups.items()]
         parts += [
             "",
             f"Benign sentences that mention an identity, from the behavioural suite's templates "
             f"({identity.get('n')} sentences, none should be flagged): "
             f"{_fmt(identity.get('fpr'))} flagged overall{_by_kind(identity.get('kinds') or {})}; "
             f"per term from {_fmt(spread.get('min'))} to {_fmt(spread.get('max'))} "
-            f"(worst: {spread.get('worst')}).",
+            f"(worst: {spread.get('worst')}).{_standing_out(spread)}",
             "",
-            _table(("group", "false-positive rate"), [(g, _fmt(v)) for g, v in groups.items()]),
+            _table(("group", "false-positive rate", "range"), rows),
         ]
         flagged = [(t, v) for t, v in (identity.get("templates") or {}).items() if v]
         top = sorted(flagged, key=lambda item: -item[1])[:3]

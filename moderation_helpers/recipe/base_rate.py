@@ -57,6 +57,7 @@ import numpy as np
 import pandas as pd
 
 from moderation_helpers.core.flags import DEFAULT_THRESHOLD, SAFE_LABEL
+from moderation_helpers.core.ranges import format_range
 from moderation_helpers.recipe.base_rate_curve import (
     BANDWIDTH_SCALE,
     LABEL_BANDWIDTH_SCALE,
@@ -251,3 +252,31 @@ def tune_for_base_rate(
         if threshold is None:
             notes[key] = f"nothing to tune in validation: default threshold {default} used"
     return _table(truth, scores, chosen, rates, notes, reference)
+
+
+def readable_table(at_rate: pd.DataFrame, best_f1: pd.DataFrame | None = None) -> pd.DataFrame:
+    """:func:`tune_for_base_rate`'s (or :func:`expected_at_rate`'s) table as a reader takes it
+    in: one row per label, short headers, each expected figure next to its range
+    (``format_range``), validation's best-F1 threshold first when ``best_f1`` is given, the
+    target level dropped when there is one target and ``note`` only when a label has one."""
+    view = pd.DataFrame(index=at_rate.index)
+    if best_f1 is not None:
+        view["best F1 threshold"] = best_f1["threshold"].reindex(at_rate.index)
+    view["threshold"] = at_rate["threshold"]
+    view["base rate"] = at_rate["base_rate"]
+    view["validation rate"] = at_rate["validation_rate"]
+    view["flagged"] = at_rate["expected_flag_rate"]
+    for figure in ("precision", "recall"):
+        view[figure] = at_rate[f"expected_{figure}"]
+        view[f"{figure} range"] = [
+            format_range(low, high)
+            for low, high in zip(
+                at_rate[f"expected_{figure}_low"], at_rate[f"expected_{figure}_high"], strict=True
+            )
+        ]
+    view["F1"] = at_rate["expected_f1"]
+    if at_rate["note"].notna().any():
+        view["note"] = at_rate["note"]
+    if isinstance(view.index, pd.MultiIndex) and view.index.get_level_values(0).nunique() == 1:
+        view = view.droplevel(0)
+    return view

@@ -24,11 +24,13 @@ import numpy as np
 import pandas as pd
 
 from moderation_helpers.core.flags import reaches
-from moderation_helpers.recipe.intervals import wilson
+from moderation_helpers.recipe.intervals import CONFIDENCE, wilson
 from moderation_helpers.recipe.template_slots import fits, with_article
 
 CASES_FILE = "behaviour_cases.json"
 OVERALL = "overall"
+# the identity report's range columns; every other ``fpr_`` column is a template kind's rate
+FPR_RANGE = ("fpr_low", "fpr_high")
 PLACEHOLDERS = ("{term}", "{a_term}", "{people}")
 
 
@@ -173,9 +175,12 @@ def worst_cases(
 
 
 def _fpr_table(frame: pd.DataFrame, by: str) -> pd.DataFrame:
-    """False-positive rate per value of ``by``, overall and per template kind."""
+    """False-positive rate per value of ``by`` with its 95% Wilson range, overall and per
+    template kind."""
     grouped = frame.groupby(by, sort=False)
     table = pd.DataFrame({"n": grouped.size(), "fpr": grouped["flagged"].mean()})
+    low, high = wilson(grouped["flagged"].sum(), table["n"])
+    table[list(FPR_RANGE)] = np.column_stack([low, high])
     per_kind = frame.pivot_table(
         index=by, columns="template_kind", values="flagged", aggfunc="mean", sort=False
     )
@@ -187,10 +192,12 @@ def identity_report(identity_cases: pd.DataFrame, flagged: Sequence[bool]) -> pd
     and overall.
 
     Rows are indexed ``(level, name)`` with level ``term``, ``group``, ``template`` or
-    ``overall``; columns ``group`` (a term's group), ``n``, ``fpr`` and ``fpr_<template_kind>``
-    (``fpr_neutral``, ``fpr_positive``, ``fpr_attack_frame``, ``fpr_short``). A fair model has
-    about the same FPR for every term: :func:`identity_spread` summarizes how far apart they
-    are; a template far above the others is a phrasing the model distrusts whatever the group.
+    ``overall``; columns ``group`` (a term's group), ``n``, ``fpr``, its 95% Wilson range
+    ``fpr_low`` / ``fpr_high`` (a term fills about 40 sentences: 0 of them flagged still leaves
+    up to 9% open) and ``fpr_<template_kind>`` (``fpr_neutral``, ``fpr_positive``,
+    ``fpr_attack_frame``, ``fpr_short``). A fair model has about the same FPR for every term:
+    :func:`identity_spread` summarizes how far apart they are; a template far above the others
+    is a phrasing the model distrusts whatever the group.
     """
     frame = identity_cases[["term", "group", "template_kind", "template"]].copy()
     frame["flagged"] = _flags(identity_cases, flagged)
@@ -211,10 +218,21 @@ def identity_report(identity_cases: pd.DataFrame, flagged: Sequence[bool]) -> pd
 def identity_spread(report: pd.DataFrame) -> pd.DataFrame:
     """How unequal the false-positive rates are, across terms and across groups: per level,
     ``min``, ``max``, ``range`` (max - min), ``std`` (population), ``worst`` (the name with the
-    highest FPR) and ``mean``."""
+    highest FPR), ``mean`` and ``above_overall``: the names flagged more than the sentences as
+    a whole by more than chance explains, highest first.
+
+    ``above_overall`` asks each name's Wilson range to lie above the overall rate at 95% for
+    the family (Bonferroni: each of m names at 1 - 0.05/m). At 95% each, 27 terms drawn from
+    one fair rate (5 to 20%) put one above it in 55 to 70% of 300 simulated runs; this way, in
+    5 to 9% of them."""
+    overall = float(report.loc[(OVERALL, OVERALL), "fpr"])
     rows = {}
     for level in ("term", "group"):
-        fpr = report.loc[level, "fpr"].astype(float)
+        table = report.loc[level]
+        fpr = table["fpr"].astype(float)
+        flagged = (fpr * table["n"]).round().astype(int)
+        low, _ = wilson(flagged, table["n"], 1 - (1 - CONFIDENCE) / max(len(table), 1))
+        above = fpr[low > overall]
         rows[level] = {
             "min": fpr.min(),
             "max": fpr.max(),
@@ -222,6 +240,7 @@ def identity_spread(report: pd.DataFrame) -> pd.DataFrame:
             "std": float(np.std(fpr.to_numpy())),
             "mean": fpr.mean(),
             "worst": fpr.idxmax() if len(fpr) else None,
+            "above_overall": above.sort_values(ascending=False, kind="stable").index.tolist(),
         }
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("level")
 
@@ -236,7 +255,8 @@ def evaluation_record(behaviours: pd.DataFrame, identity: pd.DataFrame) -> dict[
     """The behaviour and identity figures as ``evaluation.json`` keeps them (and the model
     card shows them): per behaviour ``toxic``, ``n``, ``accuracy`` with its range (``_low``,
     ``_high``), ``flag_rate``; per identity template kind, group, term and template its
-    false-positive rate; and the spread across terms and groups."""
+    false-positive rate, per group and term its range (``ranges``: ``[low, high]``); and the
+    spread across terms and groups."""
     spread = identity_spread(identity)
     fields = ("toxic", "n", "accuracy", "accuracy_low", "accuracy_high", "flag_rate")
     return {
@@ -249,11 +269,18 @@ def evaluation_record(behaviours: pd.DataFrame, identity: pd.DataFrame) -> dict[
             "kinds": {
                 column.removeprefix("fpr_"): _plain(value)
                 for column, value in identity.loc[(OVERALL, OVERALL)].items()
-                if column.startswith("fpr_")
+                if column.startswith("fpr_") and column not in FPR_RANGE
             },
             "groups": {g: _plain(v) for g, v in identity.loc["group", "fpr"].items()},
             "terms": {g: _plain(v) for g, v in identity.loc["term", "fpr"].items()},
             "templates": {t: _plain(v) for t, v in identity.loc["template", "fpr"].items()},
+            "ranges": {
+                f"{level}s": {
+                    name: [_plain(row["fpr_low"]), _plain(row["fpr_high"])]
+                    for name, row in identity.loc[level].iterrows()
+                }
+                for level in ("group", "term")
+            },
             "spread": {
                 level: {k: _plain(v) for k, v in row.items()} for level, row in spread.iterrows()
             },
