@@ -262,8 +262,8 @@ def _standing_out(spread: Mapping[str, Any]) -> str:
     if not above:
         return " No term is flagged above the overall rate by more than chance explains."
     return (
-        " Terms flagged above the overall rate by more than chance explains (95% Wilson, corrected "
-        f"for the number of terms): {', '.join(above)}."
+        " Terms flagged above the overall rate by more than chance explains (an exact test, "
+        f"corrected for the number of terms): {', '.join(above)}."
     )
 
 

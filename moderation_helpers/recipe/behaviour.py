@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from moderation_helpers.core.flags import reaches
-from moderation_helpers.recipe.intervals import CONFIDENCE, wilson
+from moderation_helpers.recipe.intervals import above_rate, wilson
 from moderation_helpers.recipe.template_slots import fits, with_article
 
 CASES_FILE = "behaviour_cases.json"
@@ -219,20 +219,16 @@ def identity_spread(report: pd.DataFrame) -> pd.DataFrame:
     """How unequal the false-positive rates are, across terms and across groups: per level,
     ``min``, ``max``, ``range`` (max - min), ``std`` (population), ``worst`` (the name with the
     highest FPR), ``mean`` and ``above_overall``: the names flagged more than the sentences as
-    a whole by more than chance explains, highest first.
-
-    ``above_overall`` asks each name's Wilson range to lie above the overall rate at 95% for
-    the family (Bonferroni: each of m names at 1 - 0.05/m). At 95% each, 27 terms drawn from
-    one fair rate (5 to 20%) put one above it in 55 to 70% of 300 simulated runs; this way, in
-    5 to 9% of them."""
+    a whole by more than chance explains, highest first (:func:`.intervals.above_rate`: an
+    exact test against the overall rate, corrected for the number of names; a name's own 95%
+    range above that rate would name one of 27 fair terms in most reports)."""
     overall = float(report.loc[(OVERALL, OVERALL), "fpr"])
     rows = {}
     for level in ("term", "group"):
         table = report.loc[level]
         fpr = table["fpr"].astype(float)
         flagged = (fpr * table["n"]).round().astype(int)
-        low, _ = wilson(flagged, table["n"], 1 - (1 - CONFIDENCE) / max(len(table), 1))
-        above = fpr[low > overall]
+        above = fpr[above_rate(flagged, table["n"], overall)]
         rows[level] = {
             "min": fpr.min(),
             "max": fpr.max(),
