@@ -17,9 +17,9 @@ join every training fold and are never scored; the respelled copies (``--spellin
 are made from each fold's own training rows. Prints per-label ROC-AUC and AP as mean ± sd over
 the folds run, the training steps' seconds, the behavioural suite (``recipe.behaviour``) per
 behaviour at the toxicity threshold 04 would tune on each held-out fold (and by any label at
-the thresholds 04 tunes for each), and the int8 texts/s
-of the first fold's model exported (``export_model(int8=True)``) and scored by the Moderator on
-its held-out texts; then the command, the CPU (``lscpu``) and the load average.
+the thresholds 04 tunes for each, with the identity terms' lean: ``identity_shift``), and the
+int8 texts/s of the first fold's model exported (``export_model(int8=True)``) and scored by the
+Moderator on its held-out texts; then the command, the CPU (``lscpu``) and the load average.
 """
 
 from __future__ import annotations
@@ -183,13 +183,15 @@ def any_label_readings(
     """What a team meets: every label at the threshold 04 tunes for it on the fold's held-out
     rows (``truth``, ``held_out``: one column per label of ``labels``), a suite case flagged
     when any label is (identity_attack's own threshold can flag what toxicity's leaves alone):
-    accuracy per behaviour (keys ``any label: suite …``) and the identity sentences flagged."""
+    accuracy per behaviour (keys ``any label: suite …``), the identity sentences flagged, and
+    how far a name alone leans the score (``identity_shift``: the top term's odds multiple and
+    the number of terms listed)."""
     import numpy as np
     import pandas as pd
 
     from moderation_helpers.core.flags import SAFE_LABEL
     from moderation_helpers.recipe import base_rate as br
-    from moderation_helpers.recipe import behaviour
+    from moderation_helpers.recipe import behaviour, identity_shift
 
     flag = [i for i, label in enumerate(labels) if label != SAFE_LABEL]
     columns = pd.MultiIndex.from_tuples([("moderation", labels[i]) for i in flag])
@@ -206,6 +208,10 @@ def any_label_readings(
     )
     out = {f"any label: suite {name}": float(acc) for name, acc in report["accuracy"].items()}
     out["any label: identity flagged"] = float(np.mean((identity[:, flag] >= limits).any(1)))
+    # 04's score test: how far the name alone moves the highest flag-label score
+    lean = identity_shift.score_shift(behaviour.identity_cases(), identity[:, flag].max(axis=1))
+    out["identity lean: top odds"] = float(lean["odds"].iloc[0])
+    out["identity lean: terms listed"] = float(lean["above"].sum())
     return out
 
 

@@ -347,6 +347,22 @@ def test_the_model_card_shows_behaviours_identity_rates_and_the_base_rate():
     )
     assert 'most groups: "We are {people}." 0.5, "I love {people}." 0.1.' in card
     assert "0.1 flagged overall (neutral 0, attack_frame 0.25);" in card
+    assert "Sentence for sentence" not in card  # an evaluation.json from before the score test
+    odds = {"odds": 7.25, "odds_low": 4.8, "odds_high": 10.96, "p": 0.0005}
+    shift = {
+        "terms": {"blind": odds, "Hindu": {**odds, "odds": 0.9, "p": 1.0}},
+        "groups": {},
+        "above": {"terms": ["blind"], "groups": []},
+    }
+    leaning = model_card(
+        record, evaluation={**evaluation, "identity": {**evaluation["identity"], "shift": shift}}
+    )
+    assert "these names raise the score above the other terms'" in leaning
+    assert "multiplying the odds of a flag by: blind ×7.2 (4.8–11.0)." in leaning
+    even = {**shift, "above": {"terms": [], "groups": []}}
+    assert "no name raises the score above the other terms'" in model_card(
+        record, evaluation={**evaluation, "identity": {**evaluation["identity"], "shift": even}}
+    )
     assert "moderation/insult 5.0%" in card and "safe 90" not in card
     assert "validation expects" not in card  # no at_base_rate: nothing claimed
     expected = {

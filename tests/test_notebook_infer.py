@@ -88,6 +88,11 @@ def assert_evaluation(run_dir: Path, n_validation: int, n_test: int) -> dict:
     assert "moderation/safe" not in macro["labels"]
     assert all(0 <= macro[m] <= 1 for m in METRICS), macro
     json.dumps(evaluation, allow_nan=False)  # no NaN written
+    # the identity report, by flags and sentence for sentence by scores, one entry per term
+    shift = evaluation["identity"]["shift"]
+    assert set(shift["terms"]) == set(evaluation["identity"]["terms"])
+    assert set(shift["above"]["terms"]) <= set(shift["terms"])
+    assert all(t["odds_low"] <= t["odds"] <= t["odds_high"] for t in shift["terms"].values())
 
     thresholds = read_record(run_dir, THRESHOLDS_JSON)
     assert thresholds["model"] == record["fine_tuned_model"]

@@ -267,6 +267,32 @@ def _standing_out(spread: Mapping[str, Any]) -> str:
     )
 
 
+def _score_shift(shift: Mapping[str, Any] | None) -> str:
+    """The terms whose names raise the score in the same sentences beyond chance
+    (``identity_shift``'s record), with the odds they multiply; nothing for an evaluation
+    written before that was kept."""
+    if not shift:
+        return ""
+    above = (shift.get("above") or {}).get("terms") or []
+    if not above:
+        return (
+            "Sentence for sentence (each template filled with every term), no name raises the "
+            "score above the other terms' by more than chance explains."
+        )
+    terms = shift.get("terms") or {}
+    listed = ", ".join(
+        f"{name} ×{terms[name]['odds']:.1f} "
+        f"({format_range(terms[name]['odds_low'], terms[name]['odds_high'], digits=1)})"
+        for name in above
+    )
+    return (
+        "The scores see more than these counts. Sentence for sentence (each template filled "
+        "with every term), these names raise the score above the other terms' by more than "
+        "chance explains (a permutation test over all the terms), multiplying the odds of a "
+        f"flag by: {listed}. A lower threshold or the next model flags these groups first."
+    )
+
+
 def _behaviour_section(evaluation: Mapping[str, Any] | None) -> str:
     """Accuracy per behaviour of the project's own suite, and false positives on sentences that
     merely mention an identity (04_infer's checks), at the tuned thresholds."""
@@ -310,6 +336,9 @@ def _behaviour_section(evaluation: Mapping[str, Any] | None) -> str:
             "",
             _table(("group", "false-positive rate", "range"), rows),
         ]
+        shift = _score_shift(identity.get("shift"))
+        if shift:
+            parts += ["", shift]
         flagged = [(t, v) for t, v in (identity.get("templates") or {}).items() if v]
         top = sorted(flagged, key=lambda item: -item[1])[:3]
         if top:
