@@ -7,12 +7,13 @@ The model scores 04's identity sentences (``behaviour.identity_cases``: 27 terms
 sentences each). Per run, each template's rows are shuffled among the terms that fill it, so
 the terms become interchangeable (a fair model with this model's scores); then every label's
 logit on one term's sentences ("blind") is raised by ``log(multiple)``, multiplying its odds
-of a flag by that much. Each run is read both ways: the flag count (``identity_spread``'s
-``above_overall``: an exact test against the overall rate, Bonferroni over the terms) and the
-score test (``identity_shift.score_shift``: the shift of the highest flag-label score's logit
-within each template, max-T permutations). Prints, per multiple (1 = fair), the share of runs
-that list the biased term, and that list any other term (a fair term named by chance). No
-model is trained; about a minute at 200 runs.
+of a flag by that much. Each run is read three ways: the flag count against the overall rate
+(``intervals.above_rate``: an exact test, Bonferroni over the terms; the report's rule until
+2026-12-03), the flags within templates (``identity_spread``'s ``above_overall`` now:
+``identity_shift.within_template_p`` on the flags) and the scores (``identity_shift.score_shift``:
+the highest flag-label score's logit within each template). Prints, per multiple (1 = fair),
+the share of runs that list the biased term, and that list any other term (a fair term named
+by chance). No model is trained; about two minutes at 200 runs.
 """
 
 from __future__ import annotations
@@ -25,10 +26,12 @@ import numpy as np
 import pandas as pd
 
 from moderation_helpers.recipe import behaviour, identity_shift
+from moderation_helpers.recipe.intervals import above_rate
 
-MULTIPLES = (1.0, 1.5, 2.0, 3.0)
+MULTIPLES = (1.0, 1.5, 2.0, 3.0, 5.0, 8.0)
 BIASED = "blind"
 PERMUTATIONS = 500
+RULES = ("flags, exact", "flags, within templates", "scores")
 
 
 def identity_logits(model: str | Path) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
@@ -57,27 +60,31 @@ def listed(
     rng: np.random.Generator,
     runs: int,
 ) -> dict[str, np.ndarray]:
-    """Per rule (``flags``, ``scores``), per run: whether it listed the biased term and whether
-    it listed any other."""
+    """Per rule of :data:`RULES`, per run: whether it listed the biased term and whether it
+    listed any other."""
     rows = pd.Series(np.arange(len(cases))).groupby(cases["template"].to_numpy()).indices
     biased = (cases["term"] == BIASED).to_numpy()
-    out = {rule: np.zeros((runs, 2), dtype=bool) for rule in ("flags", "scores")}
+    out = {rule: np.zeros((runs, 2), dtype=bool) for rule in RULES}
+    sizes = cases.groupby("term", sort=False).size()
     for run in range(runs):
         order = np.arange(len(cases))
         for members in rows.values():
             order[members] = rng.permutation(members)
         shuffled = logits[order] + np.where(biased, np.log(multiple), 0.0)[:, None]
         flagged = (shuffled >= limits).any(axis=1)
+        counts = pd.Series(flagged).groupby(cases["term"].to_numpy()).sum()[sizes.index]
+        exact = sizes.index[above_rate(counts, sizes, flagged.mean())].tolist()
         report = behaviour.identity_report(cases, flagged)
-        by_flags = behaviour.identity_spread(report).loc["term", "above_overall"]
+        paired = behaviour.identity_spread(report).loc["term", "above_overall"]
         shift = identity_shift.score_shift(
             cases,
             1 / (1 + np.exp(-shuffled.max(axis=1))),
             permutations=PERMUTATIONS,
             seed=int(rng.integers(2**31)),
         )
-        for rule, names in (("flags", by_flags), ("scores", identity_shift.above(shift))):
-            out[rule][run] = (BIASED in names, any(n != BIASED for n in names))
+        names_by_rule = (exact, paired, identity_shift.above(shift))
+        for rule, names in zip(RULES, names_by_rule, strict=True):
+            out[rule][run] = (BIASED in names, any(name != BIASED for name in names))
     return out
 
 

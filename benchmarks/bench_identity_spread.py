@@ -1,17 +1,19 @@
-"""What 04's identity bias report can see: how often ``above_overall`` names a term by chance,
-and how often it names a term the model truly flags more.
+"""What a count against the overall rate can see in 04's identity bias report: how often an
+exact test names a term by chance, and how often it names a term the model truly flags more.
 
     python benchmarks/bench_identity_spread.py [--runs 200 --seed 0]
 
 Simulated flags on the report's own sentences (``behaviour.identity_cases``: 27 terms, 33 to 40
 sentences each): every term flagged at one rate (a fair model), or one term ("blind", a
-disability term with 40 sentences) at a multiple of it. Per run, the report's counts are drawn
-(binomial per term), and ``behaviour.identity_spread`` reads them. Prints, per rate: the share
-of fair runs that list any term, by the report's rule (``intervals.above_rate``: an exact
-one-sided binomial test against the overall rate, Bonferroni over the terms), by a term's Wilson
-range above the overall rate at 95% for the family (Bonferroni), and by its own 95% range
-alone; then the share of runs in which the report's rule lists the one biased term, per
-multiple. No model is trained; a few minutes at 200 runs.
+disability term with 40 sentences) at a multiple of it, every sentence of a term equally likely
+to be flagged. Per run, the report's counts are drawn (binomial per term). Prints, per rate:
+the share of fair runs that list any term by the exact rule (``intervals.above_rate``: a
+one-sided binomial test against the overall rate, Bonferroni over the terms; the report's rule
+until 2026-12-03), by a term's Wilson range above the overall rate at 95% for the family
+(Bonferroni), and by its own 95% range alone; then the share of runs in which the exact rule
+lists the one biased term, per multiple. On a trained model's flags, which gather in a few
+templates, the report now tests within templates instead (``bench_identity_shift.py``). No
+model is trained; a few minutes at 200 runs.
 """
 
 from __future__ import annotations
@@ -23,47 +25,25 @@ import numpy as np
 import pandas as pd
 
 from moderation_helpers.recipe import behaviour
-from moderation_helpers.recipe.intervals import CONFIDENCE, wilson
+from moderation_helpers.recipe.intervals import CONFIDENCE, above_rate, wilson
 
 RATES = (0.05, 0.10, 0.20)
 MULTIPLES = (1.5, 2.0, 2.5, 3.0)
 BIASED = "blind"
 
 
-def report_from_counts(terms: pd.DataFrame, flagged: np.ndarray) -> pd.DataFrame:
-    """A report shaped like ``identity_report``'s (term, group and overall rows; ``n`` and
-    ``fpr``, what ``identity_spread`` reads) from flagged counts per term."""
-    term_rows = pd.DataFrame({"n": terms["n"], "fpr": flagged / terms["n"]}, index=terms.index)
-    grouped = (
-        pd.DataFrame({"n": terms["n"], "k": flagged, "group": terms["group"]})
-        .groupby("group", sort=False)[["n", "k"]]
-        .sum()
-    )
-    group_rows = pd.DataFrame({"n": grouped["n"], "fpr": grouped["k"] / grouped["n"]})
-    overall = pd.DataFrame(
-        {"n": [terms["n"].sum()], "fpr": [flagged.sum() / terms["n"].sum()]},
-        index=[behaviour.OVERALL],
-    )
-    report = pd.concat(
-        {"term": term_rows, "group": group_rows, behaviour.OVERALL: overall},
-        names=["level", "name"],
-    )
-    return report
-
-
 def listed(
     terms: pd.DataFrame, rates: np.ndarray, rng: np.random.Generator, runs: int
 ) -> dict[str, list[list[str]]]:
-    """Per rule, per run, the terms it lists: the report's (``identity_spread``), a Wilson
+    """Per rule, per run, the terms it lists: the exact test (``intervals.above_rate``), a Wilson
     range corrected for the family, a 95% Wilson range alone."""
-    out: dict[str, list[list[str]]] = {"report": [], "wilson_family": [], "wilson_each": []}
+    out: dict[str, list[list[str]]] = {"exact": [], "wilson_family": [], "wilson_each": []}
     n = terms["n"].to_numpy()
     family = 1 - (1 - CONFIDENCE) / len(terms)
     for _ in range(runs):
         flagged = rng.binomial(n, rates)
-        report = report_from_counts(terms, flagged)
-        out["report"].append(behaviour.identity_spread(report).loc["term", "above_overall"])
-        overall = report.loc[(behaviour.OVERALL, behaviour.OVERALL), "fpr"]
+        overall = flagged.sum() / n.sum()
+        out["exact"].append(terms.index[above_rate(flagged, n, overall)].tolist())
         for rule, confidence in (("wilson_family", family), ("wilson_each", CONFIDENCE)):
             low, _ = wilson(flagged, n, confidence)
             out[rule].append(terms.index[low > overall].tolist())
@@ -84,14 +64,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         fair_runs = listed(terms, fair, rng, args.runs)
         row = {"rate": rate}
         for rule, name in (
-            ("report", "exact, family"),
+            ("exact", "exact, family"),
             ("wilson_family", "Wilson, family"),
             ("wilson_each", "Wilson 95% each"),
         ):
             row[f"fair: any listed ({name})"] = np.mean([bool(x) for x in fair_runs[rule]])
         for multiple in MULTIPLES:
             biased = np.where(terms.index == BIASED, min(rate * multiple, 1.0), rate)
-            runs = listed(terms, biased, rng, args.runs)["report"]
+            runs = listed(terms, biased, rng, args.runs)["exact"]
             row[f"{BIASED} at {multiple}x: listed"] = np.mean([BIASED in x for x in runs])
         rows.append(row)
     table = pd.DataFrame(rows).set_index("rate")

@@ -167,6 +167,28 @@ def test_a_term_stands_out_only_beyond_what_its_sentences_leave_open():
     assert spread.loc["term", "above_overall"][0] == "blind"
 
 
+def test_a_term_flagged_beyond_the_others_in_the_same_templates_stands_out():
+    # every term flagged in the ten short templates; blind also in five neutral ones, where no
+    # other term is: 15 of 40 against ~26% overall is chance for a count (p 0.04 where 27
+    # terms need 0.0019), not for the same sentences
+    from moderation_helpers.recipe.intervals import above_rate
+
+    cases = bh.identity_cases()
+    neutral = bh.identity_templates()["neutral"][:5]
+    flagged = (
+        cases["template_kind"].eq("short")
+        | cases["term"].eq("blind") & cases["template"].isin(neutral)
+    ).to_numpy()
+    report = bh.identity_report(cases, flagged)
+    terms = report.loc["term"]
+    assert terms.loc["blind", "fpr"] == 15 / 40
+    overall = report.loc[("overall", bh.OVERALL), "fpr"]
+    counts = (terms["fpr"] * terms["n"]).round().astype(int)
+    assert not above_rate(counts, terms["n"], overall).any()
+    assert bh.identity_spread(report).loc["term", "above_overall"] == ["blind"]
+    assert terms.loc["blind", "p_above"] < 0.05 <= terms.drop(index="blind")["p_above"].min()
+
+
 def test_a_fair_model_rarely_has_a_term_standing_out():
     # 27 terms at one rate: at 95% each, one lands above the overall rate in most runs; the
     # correction for their number keeps that to under one run in ten

@@ -336,13 +336,13 @@ def test_the_model_card_shows_behaviours_identity_rates_and_the_base_rate():
         record, evaluation={**evaluation, "behaviours": sorted_keys}
     )
     assert "| religion | 0.25 | 0.20–0.31 |" in card and "(worst: Muslim)" in card
-    assert "corrected for the number of terms): Muslim." in card
+    assert "within the templates, all terms at once): Muslim." in card
     # an evaluation.json from before the identity ranges: a dash and no claim either way
     older = {**evaluation["identity"], "ranges": None, "spread": {"term": {"worst": "Muslim"}}}
     older_card = model_card(record, evaluation={**evaluation, "identity": older})
     assert "| religion | 0.25 | – |" in older_card and "chance" not in older_card
     fair = {**evaluation["identity"], "spread": {"term": {"above_overall": []}}}
-    assert "No term is flagged above the overall rate" in model_card(
+    assert "No term is flagged more than the others in the same sentences" in model_card(
         record, evaluation={**evaluation, "identity": fair}
     )
     assert 'most groups: "We are {people}." 0.5, "I love {people}." 0.1.' in card

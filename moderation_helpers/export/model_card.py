@@ -254,16 +254,20 @@ def _by_kind(kinds: Mapping[str, Any]) -> str:
 
 
 def _standing_out(spread: Mapping[str, Any]) -> str:
-    """The terms flagged above the overall rate beyond chance (``identity_spread``'s
-    ``above_overall``), or nothing for an evaluation written before that was kept."""
+    """The terms flagged more than the others in the same sentences beyond chance
+    (``identity_spread``'s ``above_overall``), or nothing for an evaluation written before
+    that was kept."""
     if "above_overall" not in spread:
         return ""
     above = spread["above_overall"]
     if not above:
-        return " No term is flagged above the overall rate by more than chance explains."
+        return (
+            " No term is flagged more than the others in the same sentences by more than chance "
+            "explains."
+        )
     return (
-        " Terms flagged above the overall rate by more than chance explains (an exact test, "
-        f"corrected for the number of terms): {', '.join(above)}."
+        " Terms flagged more than the others in the same sentences by more than chance explains "
+        f"(a permutation test within the templates, all terms at once): {', '.join(above)}."
     )
 
 

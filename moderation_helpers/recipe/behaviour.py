@@ -24,7 +24,8 @@ import numpy as np
 import pandas as pd
 
 from moderation_helpers.core.flags import reaches
-from moderation_helpers.recipe.intervals import above_rate, wilson
+from moderation_helpers.recipe.identity_shift import within_template_p
+from moderation_helpers.recipe.intervals import CONFIDENCE, wilson
 from moderation_helpers.recipe.template_slots import fits, with_article
 
 CASES_FILE = "behaviour_cases.json"
@@ -194,8 +195,12 @@ def identity_report(identity_cases: pd.DataFrame, flagged: Sequence[bool]) -> pd
     Rows are indexed ``(level, name)`` with level ``term``, ``group``, ``template`` or
     ``overall``; columns ``group`` (a term's group), ``n``, ``fpr``, its 95% Wilson range
     ``fpr_low`` / ``fpr_high`` (a term fills about 40 sentences: 0 of them flagged still leaves
-    up to 9% open) and ``fpr_<template_kind>`` (``fpr_neutral``, ``fpr_positive``,
-    ``fpr_attack_frame``, ``fpr_short``). A fair model has about the same FPR for every term:
+    up to 9% open), ``fpr_<template_kind>`` (``fpr_neutral``, ``fpr_positive``,
+    ``fpr_attack_frame``, ``fpr_short``) and, for terms and groups, ``p_above``: the
+    family-wise p that the name is flagged more than the others *in the same templates*
+    (:func:`.identity_shift.within_template_p` on the flags; a count against the overall rate
+    would take a term's sentences as equally likely to be flagged, when flags gather in a few
+    templates, and would hardly ever list one). A fair model has about the same FPR for every term:
     :func:`identity_spread` summarizes how far apart they are; a template far above the others
     is a phrasing the model distrusts whatever the group.
     """
@@ -205,6 +210,8 @@ def identity_report(identity_cases: pd.DataFrame, flagged: Sequence[bool]) -> pd
     terms.insert(0, "group", frame.groupby("term", sort=False)["group"].first())
     groups = _fpr_table(frame, "group")
     groups.insert(0, "group", groups.index)
+    for table, by in ((terms, "term"), (groups, "group")):
+        table["p_above"] = within_template_p(frame, frame["flagged"].to_numpy(float), by=by)
     templates = _fpr_table(frame, "template")
     templates.insert(0, "group", None)
     overall = _fpr_table(frame.assign(everyone=OVERALL), "everyone")
@@ -218,17 +225,14 @@ def identity_report(identity_cases: pd.DataFrame, flagged: Sequence[bool]) -> pd
 def identity_spread(report: pd.DataFrame) -> pd.DataFrame:
     """How unequal the false-positive rates are, across terms and across groups: per level,
     ``min``, ``max``, ``range`` (max - min), ``std`` (population), ``worst`` (the name with the
-    highest FPR), ``mean`` and ``above_overall``: the names flagged more than the sentences as
-    a whole by more than chance explains, highest first (:func:`.intervals.above_rate`: an
-    exact test against the overall rate, corrected for the number of names; a name's own 95%
-    range above that rate would name one of 27 fair terms in most reports)."""
-    overall = float(report.loc[(OVERALL, OVERALL), "fpr"])
+    highest FPR), ``mean`` and ``above_overall``: the names flagged more than the others in the
+    same sentences by more than chance explains (``p_above`` below 0.05, family-wise), highest
+    FPR first."""
     rows = {}
     for level in ("term", "group"):
         table = report.loc[level]
         fpr = table["fpr"].astype(float)
-        flagged = (fpr * table["n"]).round().astype(int)
-        above = fpr[above_rate(flagged, table["n"], overall)]
+        above = fpr[table["p_above"].astype(float) < 1 - CONFIDENCE]
         rows[level] = {
             "min": fpr.min(),
             "max": fpr.max(),

@@ -1,23 +1,24 @@
-"""Which identity terms the model scores higher, sentence for sentence.
+"""Which identity terms the model treats worse than the others, sentence for sentence.
 
-The identity report (:func:`.behaviour.identity_report`) counts flags, and a term fills about
-40 sentences: a count that small lists a term flagged at twice the others' rate in about one
-report in ten (``benchmarks/bench_identity_spread.py``), and on a trained model's scores, where
-a few templates carry most flags, a term whose odds of a flag are tripled in no report of 200
-(``benchmarks/bench_identity_shift.py``). Scores say more than flags, and every
-term fills the same templates, so a term can be compared with the others *in the same
+Every term fills the same templates, so a term can be compared with the others *in the same
 sentence*: "My neighbour is blind." against "My neighbour is Hindu.". The template's own tone
 (a short sentence scores high whatever group fills it) cancels, and what is left is what the
-term adds.
+term adds. :func:`within_template_p` asks whether a term's values (flags, or scores' logits)
+lie above the others' in the same templates by more than chance explains; the identity report
+(:func:`.behaviour.identity_report`) asks it of the flags. A count against the overall rate
+cannot: it takes a term's sentences as equally likely to be flagged, when flags gather in a
+few templates, and on a trained model's scores it lists a term whose odds of a flag are
+tripled in no report of 200 (``benchmarks/bench_identity_shift.py``). Scores say more than
+flags: :func:`score_shift` reads them.
 
-Per term (or group): ``shift``, the mean over its sentences of its score's logit minus the
-mean logit of the same template over every term that fills it; ``odds`` = exp(shift), how many
-times the term multiplies the odds of a flag, with its 95% range (a t interval over its
-sentences, for the term alone); ``p``, a permutation test that shuffles the terms within each
-template (a model that treats them alike makes them interchangeable there), taking the largest
-mean shift of any term, times the square root of its count, as the statistic (max-T), so that
-``p < 0.05`` lists a term in about 5% of reports on a fair model, however many terms there are
-(4.2% of 1,000 simulated fair reports).
+In :func:`score_shift`, per term (or group): ``shift``, the mean over its sentences of its
+score's logit minus the mean logit of the same template over every term that fills it;
+``odds`` = exp(shift), how many times the term multiplies the odds of a flag, with its 95%
+range (a t interval over its sentences, for the term alone); ``p``, a permutation test that
+shuffles the terms within each template (a model that treats them alike makes them
+interchangeable there), taking the largest mean shift of any term, times the square root of
+its count, as the statistic (max-T), so that ``p < 0.05`` lists a term in about 5% of reports
+on a fair model, however many terms there are (4.2% of 1,000 simulated fair reports).
 """
 
 from __future__ import annotations
@@ -64,6 +65,41 @@ def _shuffled_means(
     return (sums / np.maximum(counts, 1)).reshape(permutations, k)
 
 
+def _centred(cases: pd.DataFrame, values: np.ndarray) -> pd.Series:
+    """Each value minus the mean of its template's values over every term that fills it."""
+    series = pd.Series(values, index=cases.index)
+    return series - series.groupby(cases["template"].to_numpy(), sort=False).transform("mean")
+
+
+def within_template_p(
+    cases: pd.DataFrame,
+    values: Sequence[float] | np.ndarray,
+    *,
+    by: str = "term",
+    permutations: int = PERMUTATIONS,
+    seed: int = 0,
+) -> pd.Series:
+    """Per value of ``by`` (in order of first appearance), the family-wise p that its
+    ``values`` (logits, or flags as 0/1) lie above the other terms' in the same templates:
+    the largest mean of any name, each value taken against its template's mean and the mean
+    scaled by the square root of its count, over ``permutations`` shuffles of the terms within
+    each template (max-T)."""
+    shift = _centred(cases, np.asarray(values, dtype=np.float64))
+    grouped = shift.groupby(cases[by].to_numpy(), sort=False)
+    names = pd.Index(list(grouped.groups), name=by)
+    n, observed = grouped.size().reindex(names), grouped.mean().reindex(names)
+    codes = pd.Categorical(cases[by], categories=names).codes.astype(np.int64)
+    shuffled = _shuffled_means(
+        codes, shift.to_numpy(), cases["template"].to_numpy(), len(names), permutations, seed
+    )
+    # means of fewer sentences swing more: scaled by sqrt(n), so that no term is listed by
+    # chance more often than another for filling fewer templates
+    scale = np.sqrt(n.to_numpy())
+    largest = (shuffled * scale).max(axis=1)
+    exceed = (largest[:, None] >= (observed.to_numpy() * scale)[None, :]).sum(axis=0)
+    return pd.Series((1 + exceed) / (permutations + 1), index=names, name="p")
+
+
 def score_shift(
     cases: pd.DataFrame,
     scores: Sequence[float] | np.ndarray,
@@ -77,41 +113,24 @@ def score_shift(
     ``group``, ``template``; :func:`.behaviour.identity_cases`) scored ``scores`` (one per
     case, e.g. the highest flag-label score): ``group`` (by term only), ``n``, ``shift`` (mean
     logit above the same templates' mean), ``odds`` (exp of it), ``odds_low`` / ``odds_high``
-    (its range at ``confidence``, for that name alone), ``p`` (family-wise, max-T over
-    within-template permutations; seeded, so a report is reproducible) and ``above`` (``p``
-    below ``1 - confidence``). Rows ordered by ``shift``, highest first."""
+    (its range at ``confidence``, for that name alone), ``p`` (:func:`within_template_p` on
+    the logits; seeded, so a report is reproducible) and ``above`` (``p`` below
+    ``1 - confidence``). Rows ordered by ``shift``, highest first."""
     values = logits(scores)
     if values.shape != (len(cases),):
         raise ValueError(f"{values.size} scores for {len(cases)} identity cases")
-    frame = cases[["term", "group", "template"]].assign(logit=values)
-    frame["shift"] = frame["logit"] - frame.groupby("template", sort=False)["logit"].transform(
-        "mean"
-    )
-    grouped = frame.groupby(by, sort=False)
-    table = pd.DataFrame({"n": grouped.size(), "shift": grouped["shift"].mean()})
+    shift = _centred(cases, values)
+    grouped = shift.groupby(cases[by].to_numpy(), sort=False)
+    table = pd.DataFrame({"n": grouped.size(), "shift": grouped.mean()})
     if by != "group":
-        table.insert(0, "group", grouped["group"].first())
+        table.insert(0, "group", cases.groupby(by, sort=False)["group"].first())
     half = student_t.ppf(0.5 + confidence / 2, np.maximum(table["n"] - 1, 1)) * (
-        grouped["shift"].std(ddof=1) / np.sqrt(table["n"])
+        grouped.std(ddof=1) / np.sqrt(table["n"])
     )
     table["odds"] = np.exp(table["shift"])
     table[ODDS_RANGE[0]] = np.exp(table["shift"] - half)
     table[ODDS_RANGE[1]] = np.exp(table["shift"] + half)
-    codes = pd.Categorical(frame[by], categories=table.index).codes.astype(np.int64)
-    shuffled = _shuffled_means(
-        codes,
-        frame["shift"].to_numpy(),
-        frame["template"].to_numpy(),
-        len(table),
-        permutations,
-        seed,
-    )
-    # means of fewer sentences swing more: scaled by sqrt(n), so that no term is listed by
-    # chance more often than another for filling fewer templates
-    scale = np.sqrt(table["n"].to_numpy())
-    largest = (shuffled * scale).max(axis=1)
-    observed = table["shift"].to_numpy() * scale
-    table["p"] = (1 + (largest[:, None] >= observed[None, :]).sum(axis=0)) / (permutations + 1)
+    table["p"] = within_template_p(cases, values, by=by, permutations=permutations, seed=seed)
     table["above"] = table["p"] < 1 - confidence
     return table.sort_values("shift", ascending=False, kind="stable").rename_axis(by)
 

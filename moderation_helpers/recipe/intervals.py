@@ -43,7 +43,10 @@ def above_rate(
     one is named by chance in about 5% of draws (1 to 7% for 04's 27 terms, the rate read off
     the same counts). The exact test rather than a Wilson end: at 40 cases and a few percent,
     Wilson's one-sided tail is too short and names one of the 27 in 9 to 12% of fair draws
-    (``benchmarks/bench_identity_spread.py``)."""
+    (``benchmarks/bench_identity_spread.py``). It takes an entry's cases as equally likely to
+    count; where they are not (04's identity sentences, whose flags gather in a few templates)
+    it hardly ever fires, and the identity report tests within the templates instead
+    (:func:`.identity_shift.within_template_p`; ``benchmarks/bench_identity_shift.py``)."""
     k, n = np.asarray(k, dtype=int), np.asarray(n, dtype=int)
     level = (1 - confidence) / max(k.size, 1)
     out = np.zeros(k.shape, dtype=bool)
