@@ -80,10 +80,11 @@ def within_template_p(
     seed: int = 0,
 ) -> pd.Series:
     """Per value of ``by`` (in order of first appearance), the family-wise p that its
-    ``values`` (logits, or flags as 0/1) lie above the other terms' in the same templates:
-    the largest mean of any name, each value taken against its template's mean and the mean
-    scaled by the square root of its count, over ``permutations`` shuffles of the terms within
-    each template (max-T)."""
+    ``values`` (logits, or flags as 0/1) lie above the other terms' in the same templates.
+
+    Each value is taken against its template's mean; a name's statistic is the mean of its
+    values times the square root of their count, and its p the share of ``permutations``
+    shuffles of the terms within each template in which *any* name reaches it (max-T)."""
     shift = _centred(cases, np.asarray(values, dtype=np.float64))
     grouped = shift.groupby(cases[by].to_numpy(), sort=False)
     names = pd.Index(list(grouped.groups), name=by)
