@@ -13,7 +13,7 @@ of a flag by that much. Each run is read three ways: the flag count against the 
 ``identity_shift.within_template_p`` on the flags) and the scores (``identity_shift.score_shift``:
 the highest flag-label score's logit within each template). Prints, per multiple (1 = fair),
 the share of runs that list the biased term, and that list any other term (a fair term named
-by chance). No model is trained; about two minutes at 200 runs.
+by chance). No model is trained; about five minutes at 200 runs (2 cores).
 """
 
 from __future__ import annotations

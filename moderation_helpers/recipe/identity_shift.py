@@ -87,8 +87,8 @@ def within_template_p(
     shuffles of the terms within each template in which *any* name reaches it (max-T)."""
     shift = _centred(cases, np.asarray(values, dtype=np.float64))
     grouped = shift.groupby(cases[by].to_numpy(), sort=False)
-    names = pd.Index(list(grouped.groups), name=by)
-    n, observed = grouped.size().reindex(names), grouped.mean().reindex(names)
+    n, observed = grouped.size(), grouped.mean()
+    names = n.index.rename(by)
     codes = pd.Categorical(cases[by], categories=names).codes.astype(np.int64)
     shuffled = _shuffled_means(
         codes, shift.to_numpy(), cases["template"].to_numpy(), len(names), permutations, seed
